@@ -1,0 +1,78 @@
+"""The public API of chat_ws: ask, send, forget, pending, cancel, handler, with sync twins."""
+
+from __future__ import annotations
+
+from asgiref.sync import async_to_sync
+
+from chat_ws import delivery, presence, promises
+from chat_ws.dispatch import Context, handler
+from chat_ws.types import Answer, Message, OnDisconnect, Question
+
+__all__ = [
+    "Answer",
+    "Context",
+    "Question",
+    "ask",
+    "ask_sync",
+    "cancel",
+    "cancel_sync",
+    "forget",
+    "forget_sync",
+    "handler",
+    "pending",
+    "pending_sync",
+    "send",
+    "send_sync",
+]
+
+
+async def ask(
+    client_id: str,
+    message: Message,
+    *,
+    conversation: str = "default",
+    timeout: float | None = None,
+    on_disconnect: OnDisconnect = "hold",
+) -> Answer:
+    """Ask client_id a question and wait for the answer.
+
+    ``message`` is a server message such as ``{"dispatch-key": "iviewr-says", "text": "..."}``;
+    it is sent with a fresh ``p-key``. ``timeout`` defaults to the ``QUESTION_TIMEOUT`` setting.
+    With ``on_disconnect="hold"`` the question survives a dropped connection for
+    ``RECONNECT_GRACE`` seconds and is re-sent on reconnection; ``"fail"`` fails it at once.
+
+    Raises AnswerTimeout, ClientGone, QuestionCancelled, TooManyPending or StoreLost.
+    """
+    return await promises.ask(
+        client_id, message, conversation=conversation, timeout=timeout, on_disconnect=on_disconnect
+    )
+
+
+async def send(client_id: str, message: Message) -> None:
+    """Send a message to client_id's socket, in whichever process serves it."""
+    await delivery.deliver(client_id, message)
+
+
+async def forget(client_id: str, reason: str = "forgotten") -> int:
+    """Fail the client's questions with ClientGone, close its socket, drop its records.
+
+    Returns how many pending questions were rejected.
+    """
+    return await presence.forget(client_id, reason)
+
+
+async def pending(client_id: str | None = None, conversation: str | None = None) -> list[Question]:
+    """Pending questions, oldest first, optionally of one client and/or conversation."""
+    return await promises.pending(client_id, conversation)
+
+
+async def cancel(p_key: str, reason: str = "cancelled") -> bool:
+    """Cancel a pending question; its asker raises QuestionCancelled. False if it was gone."""
+    return await promises.cancel(p_key, reason)
+
+
+ask_sync = async_to_sync(ask)
+send_sync = async_to_sync(send)
+forget_sync = async_to_sync(forget)
+pending_sync = async_to_sync(pending)
+cancel_sync = async_to_sync(cancel)

@@ -1,0 +1,71 @@
+"""System checks of chat_ws's configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+from chat_ws.conf import DEFAULTS, get_settings
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Unknown keys, bad limits, and a missing channel layer."""
+    problems: list[Any] = []
+    conf = get_settings()
+    user = getattr(settings, "CHAT_WS", {}) or {}
+    for key in sorted(set(user) - set(DEFAULTS)):
+        problems.append(
+            Warning(
+                f"Unknown CHAT_WS setting {key!r}.",
+                hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
+                id="chat_ws.W001",
+            )
+        )
+    for key in ("MAX_MESSAGE_BYTES", "MAX_NESTING", "MAX_PENDING_PER_CLIENT", "QUESTION_TIMEOUT"):
+        value = conf[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            problems.append(
+                Error(f"CHAT_WS[{key!r}] must be a positive number.", hint=f"Default: {DEFAULTS[key]}.", id="chat_ws.E002")
+            )
+    if conf["DEFAULT_CODEC"] not in ("edn", "json"):
+        problems.append(Error("CHAT_WS['DEFAULT_CODEC'] must be 'edn' or 'json'.", id="chat_ws.E003"))
+    layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    if conf["CHANNEL_LAYER"] not in layers:
+        problems.append(
+            Error(
+                f"No channel layer named {conf['CHANNEL_LAYER']!r} in CHANNEL_LAYERS.",
+                hint="chat_ws delivers messages through a channel layer; configure channels_redis "
+                "(several processes) or InMemoryChannelLayer (one process).",
+                id="chat_ws.E001",
+            )
+        )
+    if conf["STORE"].endswith("RedisStore") and not conf.get("REDIS_URL"):
+        problems.append(
+            Error("The Redis store needs CHAT_WS['REDIS_URL'].", hint="Set REDIS_URL.", id="chat_ws.E004")
+        )
+    return problems
+
+
+@register("database", deploy=True)
+def check_redis(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Whether the Redis store answers (run by `check --database default` and `check --deploy`)."""
+    conf = get_settings()
+    url = conf.get("REDIS_URL")
+    if not url or not conf["STORE"].endswith("RedisStore"):
+        return []
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+    except Exception as exc:
+        return [
+            Error(
+                f"Redis at {url} is unreachable: {exc}",
+                hint="Start Redis or fix CHAT_WS['REDIS_URL']; without it no question can be asked.",
+                id="chat_ws.E005",
+            )
+        ]
+    return []

@@ -1,0 +1,318 @@
+"""Wire codecs: EDN (the original client's) and JSON (subprotocol ``chat_ws.json``).
+
+Internal representation, shared by both codecs and by every handler:
+
+* a message is a ``dict`` whose keys are ``str`` (EDN keywords and strings both become ``str``,
+  without the colon: ``:dispatch-key`` -> ``"dispatch-key"``);
+* EDN keyword *values* become :class:`Keyword`, a ``str`` subclass that compares equal to the plain
+  string (``Keyword("ping") == "ping"``); JSON strings stay plain ``str``;
+* vectors and lists become ``list``; sets become ``frozenset`` (JSON: arrays);
+* ``nil``/``null`` -> ``None``; integers, floats and booleans as Python's;
+* ``#inst`` -> timezone-aware ``datetime``; ``#uuid`` -> ``str``.
+
+On output the EDN codec writes :class:`Keyword` values, and the values of the fields in
+:data:`KEYWORD_FIELDS`, as keywords; everything else as EDN data. JSON writes keywords as
+strings, sets as arrays and datetimes as ISO-8601 strings (milliseconds, ``Z``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Protocol
+
+import edn_format
+
+from chat_ws.exceptions import InvalidMessage, MalformedMessage
+from chat_ws.types import Message
+
+JSON_SUBPROTOCOL = "chat_ws.json"
+EDN_SUBPROTOCOL = "chat_ws.edn"
+
+KEYWORD_FIELDS = frozenset(
+    {
+        "dispatch-key",
+        "p-key",
+        "promise-keys",
+        "error",
+        "reason",
+        "in-reply-to",
+        "msg-type",
+        "conversation-id",
+        "conversation",
+    }
+)
+"""Fields whose string values the EDN codec writes as keywords (sets and lists element-wise)."""
+
+
+class Keyword(str):
+    """An EDN keyword value; equal to the plain string of its name."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f":{str(self)}"
+
+
+class Codec(Protocol):
+    """Turns wire text into messages and back."""
+
+    name: str
+    subprotocol: str | None
+
+    def decode(self, text: str, *, max_nesting: int) -> Message:
+        """Decode one frame; raise MalformedMessage when it is not a valid message map."""
+        ...
+
+    def encode(self, message: Message) -> str:
+        """Encode one message; raise InvalidMessage when it holds unencodable data."""
+        ...
+
+
+def _check_depth(value: Any, max_nesting: int) -> None:
+    """Raise MalformedMessage when containers nest deeper than max_nesting (iterative)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, frozenset)):
+            children = item
+        else:
+            continue
+        if depth > max_nesting:
+            raise MalformedMessage("too-deep", f"nesting exceeds {max_nesting} levels")
+        for child in children:
+            if isinstance(child, (dict, list, frozenset)):
+                stack.append((child, depth + 1))
+
+
+def _require_map(value: Any) -> Message:
+    if not isinstance(value, dict):
+        raise MalformedMessage("not-a-map", f"expected a map, got {type(value).__name__}")
+    return value
+
+
+# ----------------------------------------------------------------------------------- EDN
+
+
+def _from_edn(value: Any, depth: int, max_nesting: int) -> Any:
+    """Convert edn_format's data to the internal representation."""
+    if depth > max_nesting:
+        raise MalformedMessage("too-deep", f"nesting exceeds {max_nesting} levels")
+    if isinstance(value, edn_format.Keyword):
+        return Keyword(value.name)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise MalformedMessage("bad-number", "NaN and infinities are not accepted")
+        return value
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            if isinstance(k, edn_format.Keyword):
+                key: Any = k.name
+            elif isinstance(k, (str, int)) and not isinstance(k, bool):
+                key = k
+            else:
+                raise MalformedMessage("bad-key", f"unsupported map key type {type(k).__name__}")
+            out[key] = _from_edn(v, depth + 1, max_nesting)
+        return out
+    if isinstance(value, (frozenset, set)):
+        items = [_from_edn(v, depth + 1, max_nesting) for v in value]
+        try:
+            return frozenset(items)
+        except TypeError as exc:
+            raise MalformedMessage("bad-set", "sets may hold only scalar values") from exc
+    if isinstance(value, Sequence):
+        return [_from_edn(v, depth + 1, max_nesting) for v in value]
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (edn_format.Symbol, edn_format.Char)):
+        return str(value)
+    raise MalformedMessage("unsupported", f"unsupported EDN value {type(value).__name__}")
+
+
+_KEYWORD_RE = re.compile(r"[A-Za-z*+!_?<>=.-][A-Za-z0-9*+!_?<>=.:#'/-]*\Z")
+_EDN_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_EDN_ESCAPE_RE = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
+def _edn_string(text: str) -> str:
+    def repl(match: re.Match[str]) -> str:
+        ch = match.group(0)
+        return _EDN_ESCAPES.get(ch) or f"\\u{ord(ch):04x}"
+
+    return '"' + _EDN_ESCAPE_RE.sub(repl, text) + '"'
+
+
+def format_inst(moment: datetime) -> str:
+    """RFC 3339 with milliseconds, as ClojureScript prints an #inst."""
+    moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}-00:00"
+
+
+def _edn_keyword_or_string(text: str) -> str:
+    return ":" + text if _KEYWORD_RE.match(text) else _edn_string(text)
+
+
+def _to_edn(value: Any, as_keyword: bool, out: list[str]) -> None:
+    if isinstance(value, str):
+        if as_keyword or isinstance(value, Keyword):
+            out.append(_edn_keyword_or_string(value))
+        else:
+            out.append(_edn_string(value))
+    elif value is None:
+        out.append("nil")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, float):
+        if math.isnan(value):
+            out.append("##NaN")
+        elif math.isinf(value):
+            out.append("##Inf" if value > 0 else "##-Inf")
+        else:
+            out.append(repr(value))
+    elif isinstance(value, dict):
+        out.append("{")
+        first = True
+        for k, v in value.items():
+            if not first:
+                out.append(", ")
+            first = False
+            if isinstance(k, str):
+                out.append(_edn_keyword_or_string(k))
+            else:
+                _to_edn(k, False, out)
+            out.append(" ")
+            _to_edn(v, k in KEYWORD_FIELDS, out)
+        out.append("}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for i, v in enumerate(value):
+            if i:
+                out.append(" ")
+            _to_edn(v, as_keyword, out)
+        out.append("]")
+    elif isinstance(value, (set, frozenset)):
+        out.append("#{")
+        for i, v in enumerate(sorted(value, key=repr)):
+            if i:
+                out.append(" ")
+            _to_edn(v, as_keyword, out)
+        out.append("}")
+    elif isinstance(value, datetime):
+        out.append('#inst "' + format_inst(value) + '"')
+    elif isinstance(value, uuid.UUID):
+        out.append('#uuid "' + str(value) + '"')
+    elif isinstance(value, Decimal):
+        out.append(repr(float(value)))
+    else:
+        raise InvalidMessage(f"cannot encode {type(value).__name__} as EDN")
+
+
+class EdnCodec:
+    """EDN text frames, exactly as the original ClojureScript client reads and writes them."""
+
+    name = "edn"
+    subprotocol: str | None = None
+
+    def decode(self, text: str, *, max_nesting: int) -> Message:
+        """Decode one EDN map."""
+        try:
+            forms = edn_format.loads_all(text)
+        except RecursionError as exc:
+            raise MalformedMessage("too-deep", "nesting too deep to read") from exc
+        except Exception as exc:  # edn_format raises many types on bad input
+            raise MalformedMessage("malformed-edn", str(exc)[:200]) from exc
+        if len(forms) != 1:
+            raise MalformedMessage("malformed-edn", f"expected one form, got {len(forms)}")
+        return _require_map(_from_edn(forms[0], 1, max_nesting))
+
+    def encode(self, message: Message) -> str:
+        """Encode one map as EDN text."""
+        out: list[str] = []
+        _to_edn(message, False, out)
+        return "".join(out)
+
+
+# ----------------------------------------------------------------------------------- JSON
+
+
+def _reject_constant(name: str) -> Any:
+    raise MalformedMessage("bad-number", f"{name} is not accepted")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, datetime):
+        moment = value.astimezone(timezone.utc) if value.tzinfo else value
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+class JsonCodec:
+    """JSON text frames: keys and keyword values as strings, sets as arrays."""
+
+    name = "json"
+    subprotocol: str | None = JSON_SUBPROTOCOL
+
+    _encoder = json.JSONEncoder(
+        ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default
+    )
+
+    def decode(self, text: str, *, max_nesting: int) -> Message:
+        """Decode one JSON object."""
+        try:
+            value = json.loads(text, parse_constant=_reject_constant)
+        except MalformedMessage:
+            raise
+        except RecursionError as exc:
+            raise MalformedMessage("too-deep", "nesting too deep to read") from exc
+        except ValueError as exc:
+            raise MalformedMessage("malformed-json", str(exc)[:200]) from exc
+        message = _require_map(value)
+        _check_depth(message, max_nesting)
+        return message
+
+    def encode(self, message: Message) -> str:
+        """Encode one map as JSON text."""
+        try:
+            return self._encoder.encode(message)
+        except (TypeError, ValueError) as exc:
+            raise InvalidMessage(str(exc)) from exc
+
+
+EDN = EdnCodec()
+JSON = JsonCodec()
+CODECS: dict[str, Codec] = {"edn": EDN, "json": JSON}
+
+
+def negotiate(offered: list[str], default: str = "edn") -> tuple[Codec, str | None]:
+    """Pick the codec for the subprotocols a client offers; return it and the one to accept."""
+    if JSON_SUBPROTOCOL in offered:
+        return JSON, JSON_SUBPROTOCOL
+    if EDN_SUBPROTOCOL in offered:
+        return EDN, EDN_SUBPROTOCOL
+    return CODECS[default], None

@@ -1,0 +1,62 @@
+"""Settings for chat_ws: one ``CHAT_WS`` dict merged over ``DEFAULTS``.
+
+Nothing else in chat_ws reads ``django.conf.settings`` for chat_ws keys.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Backends
+    "STORE": "chat_ws.store.memory.MemoryStore",  # dotted path; RedisStore when REDIS_URL is set
+    "REDIS_URL": None,  # redis://host:port/db for the Redis store; None keeps state in memory
+    "REDIS_POOL_SIZE": 500,  # connections per process and event loop
+    "KEY_PREFIX": "chat_ws",  # prefix of every Redis key chat_ws writes
+    "CHANNEL_LAYER": "default",  # alias in CHANNEL_LAYERS
+    "SERVER_ID": None,  # name of this process in presence records; None derives host-pid-random
+    # Protocol limits
+    "MAX_MESSAGE_BYTES": 64 * 1024,  # bytes per incoming frame; larger frames close with 1009
+    "MAX_NESTING": 32,  # levels of nested maps/vectors/sets in one incoming message
+    "DEFAULT_CODEC": "edn",  # codec when the client offers no subprotocol: "edn" or "json"
+    # Questions
+    "QUESTION_TIMEOUT": 24 * 3600,  # seconds an ask() waits when called with timeout=None
+    "RECONNECT_GRACE": 60,  # seconds pending questions survive a dropped connection
+    "MAX_PENDING_PER_CLIENT": 100,  # pending questions one client may have at once
+    "SETTLE_WAIT": 5,  # seconds an asker waits for a settlement already under way elsewhere
+    # Liveness
+    "PING_INTERVAL": 30,  # seconds between browser pings (told to the browser client)
+    "INACTIVITY_TIMEOUT": 600,  # seconds of silence before the sweep sends alive?
+    "ALIVE_RESPONSE_TIMEOUT": 30,  # seconds a client has to answer alive?
+    "SESSION_RETENTION": 3600,  # seconds presence remembers a closed connection
+    # Application
+    "HANDLER_MODULES": [],  # modules imported at start-up so their @handler functions register
+    "LOADTEST": False,  # enable the built-in load-test conversation
+}
+
+
+@lru_cache(maxsize=None)
+def get_settings() -> dict[str, Any]:
+    """Return DEFAULTS overridden by the user's ``CHAT_WS`` dict."""
+    user = getattr(settings, "CHAT_WS", {}) or {}
+    merged = dict(DEFAULTS)
+    merged.update(user)
+    if "STORE" not in user and merged.get("REDIS_URL"):
+        merged["STORE"] = "chat_ws.store.redis.RedisStore"
+    return merged
+
+
+def setting(name: str) -> Any:
+    """Return one chat_ws setting."""
+    return get_settings()[name]
+
+
+@receiver(setting_changed)
+def _reset_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CHAT_WS":
+        get_settings.cache_clear()

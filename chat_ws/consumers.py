@@ -1,0 +1,135 @@
+"""ChatConsumer: one per websocket. Decodes, routes, encodes; everything else is a service."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from chat_ws import delivery, presence, protocol
+from chat_ws.codec import EDN, Codec, negotiate
+from chat_ws.conf import get_settings
+from chat_ws.dispatch import Context, dispatch
+from chat_ws.exceptions import WS_1009_MESSAGE_TOO_BIG, WS_1011_INTERNAL_ERROR, MalformedMessage
+from chat_ws.types import Message
+
+logger = logging.getLogger(__name__)
+
+
+def query_param(scope: dict[str, Any], name: str) -> str | None:
+    """The first value of a query-string parameter, or None."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return values[0] if values else None
+
+
+def too_big(text: str, limit: int) -> bool:
+    """True when text takes more than limit bytes in UTF-8 (cheap for short frames)."""
+    if len(text) * 4 <= limit:
+        return False
+    return len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    """The server end of one browser app instance's socket."""
+
+    client_id: str = ""
+    codec: Codec = EDN
+    session_id: int | None = None
+    close_reason: str | None = None
+    closed_by_server = False
+    registered = False
+    is_closed = False
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Route ASGI events; frames skip channels' per-event database cleanup (a thread hop)."""
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
+    async def connect(self) -> None:
+        """Validate the client-id, pick the codec, register the connection."""
+        conf = get_settings()
+        client_id = query_param(self.scope, "client-id")
+        if not protocol.valid_client_id(client_id):
+            logger.info("refused a websocket without a valid client-id")
+            await self.close()
+            return
+        assert client_id is not None
+        self.client_id = client_id
+        self.max_bytes: int = conf["MAX_MESSAGE_BYTES"]
+        self.max_nesting: int = conf["MAX_NESTING"]
+        self.codec, subprotocol = negotiate(self.scope.get("subprotocols") or [], conf["DEFAULT_CODEC"])
+        self.ctx = Context(client_id, self.channel_name, self.scope)
+        await self.accept(subprotocol)
+        group = delivery.group_name(client_id)
+        try:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups = [group]
+            await presence.connected(self)
+            self.registered = True
+        except Exception:
+            logger.exception("could not register client %s", client_id)
+            await self.shut(WS_1011_INTERNAL_ERROR, "server-error")
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Decode one frame and route it; bad input gets an error reply, never a crash."""
+        try:
+            if text_data is None:
+                logger.info("binary frame from %s", self.client_id)
+                await self.push(protocol.error_reply(protocol.E_BINARY, "send text frames"))
+                return
+            if too_big(text_data, self.max_bytes):
+                logger.info("frame over %d bytes from %s", self.max_bytes, self.client_id)
+                self.close_reason = "message-too-big"
+                await self.close(WS_1009_MESSAGE_TOO_BIG)
+                return
+            try:
+                message = self.codec.decode(text_data, max_nesting=self.max_nesting)
+                key = protocol.dispatch_key(message)
+            except MalformedMessage as exc:
+                logger.info("malformed message from %s: %s", self.client_id, exc.reason)
+                await self.push(protocol.malformed_reply(exc))
+                return
+            message["client-id"] = self.client_id
+            await dispatch(self.ctx, key, message)
+        except Exception:
+            logger.exception("failed to handle a frame from %s", self.client_id)
+            await self.push(protocol.error_reply(protocol.E_HANDLER_FAILED, "internal error"))
+
+    async def disconnect(self, code: int) -> None:
+        """Hand the closed socket to presence."""
+        self.is_closed = True
+        if not self.registered:
+            return
+        try:
+            await presence.disconnected(self, code)
+        except Exception:
+            logger.exception("cleanup after %s disconnected failed; the sweep will finish it", self.client_id)
+
+    # ------------------------------------------------------------------ delivery endpoint
+    async def push(self, message: Message) -> None:
+        """Stamp, encode and send one message."""
+        if self.is_closed:
+            return
+        await self.send(text_data=self.codec.encode(protocol.outgoing(message)))
+
+    async def shut(self, code: int, reason: str) -> None:
+        """Close the socket from the server side, recording why."""
+        if self.is_closed:
+            return
+        self.closed_by_server = True
+        self.close_reason = reason
+        self.is_closed = True
+        await self.close(code)
+
+    # ------------------------------------------------------------------ channel-layer events
+    async def chat_deliver(self, event: dict[str, Any]) -> None:
+        """A message for this client sent from another process."""
+        await self.push(event["message"])
+
+    async def chat_close(self, event: dict[str, Any]) -> None:
+        """Another process asks this socket to close."""
+        await self.shut(int(event.get("code", 1000)), str(event.get("reason", "")))

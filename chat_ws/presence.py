@@ -1,0 +1,114 @@
+"""Which clients are connected, where, and since when; forgetting a client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from chat_ws import delivery, promises, sessions
+from chat_ws.conf import get_settings
+from chat_ws.exceptions import WS_4001_REPLACED, WS_4002_FORGOTTEN
+from chat_ws.store import get_store
+
+logger = logging.getLogger(__name__)
+
+_grace_timers: dict[str, asyncio.TimerHandle] = {}
+_background: set[asyncio.Task[Any]] = set()
+
+
+async def connected(endpoint: Any) -> None:
+    """Register a new socket for its client-id, replacing any older one, and re-send questions."""
+    client_id = endpoint.client_id
+    _cancel_grace(client_id)
+    previous_local = delivery.register(endpoint)
+    previous = await get_store().open_connection(
+        client_id, promises.server_id(), endpoint.channel_name, time.time()
+    )
+    if previous_local is not None:
+        await previous_local.shut(WS_4001_REPLACED, "replaced")
+    elif previous is not None and previous.is_open and previous.channel_name != endpoint.channel_name:
+        await delivery.close_channel(previous.channel_name, WS_4001_REPLACED, "replaced")
+    endpoint.session_id = await sessions.open_session(
+        client_id, endpoint.channel_name, promises.server_id(), endpoint.scope
+    )
+    resent = await promises.resend(client_id)
+    logger.info(
+        "client %s connected%s%s",
+        client_id,
+        " (replacing an older socket)" if previous is not None and previous.is_open else "",
+        f", {resent} pending question(s) re-sent" if resent else "",
+    )
+
+
+async def disconnected(endpoint: Any, code: int) -> None:
+    """Record a closed socket: hold its questions for the grace period, close its session row."""
+    client_id = endpoint.client_id
+    delivery.unregister(endpoint)
+    reason = endpoint.close_reason or f"closed-{code}"
+    if endpoint.session_id is not None:
+        await sessions.close_session(endpoint.session_id, reason)
+    if endpoint.closed_by_server:
+        return  # replaced or forgotten: the records already belong to someone else or are gone
+    now = time.time()
+    if not await get_store().close_connection(client_id, endpoint.channel_name, now):
+        return
+    failed = await promises.reject_client(client_id, "disconnected", only_fail_fast=True)
+    _start_grace(client_id, now)
+    logger.info(
+        "client %s disconnected (code %s); %s fail-fast question(s) rejected", client_id, code, failed
+    )
+
+
+def _start_grace(client_id: str, closed_at: float) -> None:
+    grace = float(get_settings()["RECONNECT_GRACE"])
+    loop = asyncio.get_running_loop()
+    _cancel_grace(client_id)
+    _grace_timers[client_id] = loop.call_later(grace, _grace_expired, client_id, closed_at)
+
+
+def _cancel_grace(client_id: str) -> None:
+    timer = _grace_timers.pop(client_id, None)
+    if timer is not None:
+        timer.cancel()
+
+
+def _grace_expired(client_id: str, closed_at: float) -> None:
+    _grace_timers.pop(client_id, None)
+    task = asyncio.get_running_loop().create_task(_forget_if_still_gone(client_id, closed_at))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _forget_if_still_gone(client_id: str, closed_at: float) -> None:
+    try:
+        record = await get_store().connection(client_id)
+        if record is not None and record.closed_at == closed_at:
+            await forget(client_id, "grace-expired")
+    except Exception:
+        logger.exception("grace expiry of %s failed; the sweep will retry", client_id)
+
+
+async def touch(client_id: str) -> bool:
+    """Record that the client was heard from (ping, alive-confirm)."""
+    return await get_store().touch(client_id, time.time())
+
+
+async def forget(client_id: str, reason: str) -> int:
+    """Remove every trace of a client: fail its questions, close its socket, drop its records.
+
+    Returns how many pending questions were rejected.
+    """
+    _cancel_grace(client_id)
+    rejected = await promises.reject_client(client_id, reason)
+    await delivery.close(client_id, WS_4002_FORGOTTEN, reason)
+    await get_store().drop_connection(client_id)
+    await sessions.close_client_sessions(client_id, reason)
+    logger.info("forgot client %s (%s); %d question(s) rejected", client_id, reason, rejected)
+    return rejected
+
+
+def pending_grace_timers() -> int:
+    """How many reconnect-grace timers run in this process."""
+    return len(_grace_timers)

@@ -1,0 +1,295 @@
+"""Questions that wait for answers: ask, answer, cancel and reject over the store.
+
+The asker awaits a future registered in this process. Whoever settles a question (an answer,
+a cancel, a forget) removes it from the store atomically first, so exactly one settlement
+exists; it then wakes the asker directly when the asker runs here, or publishes a notice to the
+asker's process through the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+from chat_ws import delivery, protocol
+from chat_ws.codec import JSON, Keyword
+from chat_ws.conf import get_settings
+from chat_ws.exceptions import (
+    AnswerTimeout,
+    ClientGone,
+    InvalidMessage,
+    QuestionCancelled,
+    QuestionError,
+    StoreLost,
+    StoreUnavailable,
+)
+from chat_ws.store import get_store
+from chat_ws.store.base import BaseStore
+from chat_ws.types import Answer, Message, OnDisconnect, Outcome, Question
+
+logger = logging.getLogger(__name__)
+
+ANSWERED: Outcome = "answered"
+GONE: Outcome = "gone"
+CANCELLED: Outcome = "cancelled"
+TIMEOUT: Outcome = "timeout"
+LOST: Outcome = "lost"
+
+_waiters: dict[str, asyncio.Future[tuple[str, Any]]] = {}
+_server_id: str | None = None
+
+
+def server_id() -> str:
+    """This process's name in presence records and settlement notices."""
+    global _server_id
+    if _server_id is None:
+        import os
+        import socket
+
+        configured = get_settings()["SERVER_ID"]
+        _server_id = configured or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    return _server_id
+
+
+def new_p_key() -> str:
+    """A fresh, unguessable promise key."""
+    return "promise-" + secrets.token_hex(12)
+
+
+def waiting_here() -> int:
+    """How many askers wait in this process."""
+    return len(_waiters)
+
+
+async def _listen(store: BaseStore) -> None:
+    await store.subscribe(server_id(), _on_notice)
+
+
+async def _on_notice(event: dict[str, Any]) -> None:
+    """A settlement notice from another process, or a re-subscription after a Redis outage."""
+    if event.get("event") == "resubscribed":
+        await _check_lost()
+        return
+    payload = event.get("payload")
+    if event.get("outcome") == ANSWERED and isinstance(payload, str):
+        import json
+
+        payload = json.loads(payload)
+    _wake(str(event.get("p_key")), str(event.get("outcome")), payload)
+
+
+async def _check_lost() -> None:
+    """Fail askers whose question vanished from the store while it was unreachable."""
+    store = get_store()
+    for p_key in list(_waiters):
+        if await store.get_question(p_key) is None:
+            _wake(p_key, LOST, "the question was lost while the store was unreachable")
+
+
+def _wake(p_key: str, outcome: str, payload: Any) -> bool:
+    future = _waiters.get(p_key)
+    if future is None or future.done():
+        return False
+    future.get_loop().call_soon_threadsafe(_set_result, future, (outcome, payload))
+    return True
+
+
+def _set_result(future: asyncio.Future[tuple[str, Any]], value: tuple[str, Any]) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+async def settle(question: Question, outcome: Outcome, payload: Any) -> None:
+    """Wake the asker of a question already removed from the store, wherever it runs."""
+    if question.server_id == server_id() or not question.server_id:
+        if not _wake(question.p_key, outcome, payload):
+            logger.debug("question %s settled (%s) with no asker here", question.p_key, outcome)
+        return
+    wire_payload = JSON.encode(payload) if outcome == ANSWERED else payload
+    try:
+        await get_store().publish(
+            question.server_id, {"p_key": question.p_key, "outcome": outcome, "payload": wire_payload}
+        )
+    except StoreUnavailable:
+        logger.warning("could not notify %s of question %s", question.server_id, question.p_key)
+
+
+def _answer(question: Question, message: Message) -> Answer:
+    text = message.get("msg-text")
+    return Answer(
+        text=text if isinstance(text, str) else None,
+        table=message.get("table"),
+        message=message,
+        p_key=question.p_key,
+        client_id=question.client_id,
+        conversation=question.conversation,
+    )
+
+
+def _clear_message(p_keys: list[str]) -> Message:
+    return {
+        "dispatch-key": protocol.CLEAR_PROMISE_KEYS,
+        "promise-keys": [Keyword(k) for k in p_keys],
+    }
+
+
+async def ask(
+    client_id: str,
+    message: Message,
+    *,
+    conversation: str = "default",
+    timeout: float | None = None,
+    on_disconnect: OnDisconnect = "hold",
+) -> Answer:
+    """Send a question to client_id and wait for the answer (see chat_ws.api.ask)."""
+    protocol.outgoing(message)
+    if on_disconnect not in ("hold", "fail"):
+        raise ValueError("on_disconnect must be 'hold' or 'fail'")
+    conf = get_settings()
+    wait = float(conf["QUESTION_TIMEOUT"] if timeout is None else timeout)
+    if wait <= 0:
+        raise ValueError("timeout must be positive")
+    store = get_store()
+    await _listen(store)
+    p_key = new_p_key()
+    question_message = dict(message)
+    question_message["p-key"] = Keyword(p_key)
+    now = time.time()
+    question = Question(
+        p_key=p_key,
+        client_id=client_id,
+        conversation=conversation,
+        message=question_message,
+        asked_at=now,
+        expires_at=now + wait,
+        on_disconnect=on_disconnect,
+        server_id=server_id(),
+    )
+    future: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
+    _waiters[p_key] = future
+    try:
+        await store.add_question(question, max_pending=conf["MAX_PENDING_PER_CLIENT"])
+        try:
+            connection = await store.connection(client_id)
+            if connection is None or (not connection.is_open and on_disconnect == "fail"):
+                if await store.take(p_key) is not None:
+                    raise ClientGone(
+                        f"client {client_id} is not connected", p_key=p_key, client_id=client_id
+                    )
+            elif connection.is_open:
+                await delivery.deliver(client_id, question_message)
+        except (InvalidMessage, StoreUnavailable):
+            await store.take(p_key)
+            raise
+        logger.debug("asked %s of %s in %s", p_key, client_id, conversation)
+        outcome, payload = await _await_settlement(future, question, wait, conf["SETTLE_WAIT"])
+    except asyncio.CancelledError:
+        await _abandon(question)
+        raise
+    finally:
+        _waiters.pop(p_key, None)
+    return _result(question, outcome, payload)
+
+
+async def _await_settlement(
+    future: asyncio.Future[tuple[str, Any]], question: Question, wait: float, settle_wait: float
+) -> tuple[str, Any]:
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), wait)
+    except asyncio.TimeoutError:
+        pass
+    if await get_store().take(question.p_key) is not None:
+        await _tell_forgotten(question)
+        return TIMEOUT, f"no answer within {wait:g}s"
+    # Someone settled it at the same moment; its notice is on its way.
+    try:
+        return await asyncio.wait_for(future, settle_wait)
+    except asyncio.TimeoutError:
+        return LOST, "the question was settled elsewhere but its outcome never arrived"
+
+
+async def _tell_forgotten(question: Question) -> None:
+    try:
+        await delivery.deliver(question.client_id, _clear_message([question.p_key]))
+    except Exception:  # the client may be gone; the question is settled either way
+        logger.debug("could not send clear-promise-keys for %s", question.p_key, exc_info=True)
+
+
+async def _abandon(question: Question) -> None:
+    """The asker was cancelled: remove its question so nobody answers into the void."""
+    try:
+        if await asyncio.shield(get_store().take(question.p_key)) is not None:
+            await asyncio.shield(_tell_forgotten(question))
+    except Exception:
+        logger.warning("could not withdraw question %s of a cancelled asker", question.p_key)
+
+
+def _result(question: Question, outcome: str, payload: Any) -> Answer:
+    kw = {"p_key": question.p_key, "client_id": question.client_id}
+    if outcome == ANSWERED:
+        return _answer(question, payload)
+    if outcome == TIMEOUT:
+        raise AnswerTimeout(str(payload), **kw)
+    if outcome == GONE:
+        raise ClientGone(f"client {question.client_id} is gone: {payload}", **kw)
+    if outcome == CANCELLED:
+        raise QuestionCancelled(str(payload or "cancelled"), **kw)
+    if outcome == LOST:
+        raise StoreLost(str(payload), **kw)
+    raise QuestionError(f"unknown outcome {outcome}", **kw)
+
+
+async def answer(client_id: str, message: Message) -> Question | None:
+    """Resolve the most recent pending question of client_id named in the answer's promise-keys.
+
+    Returns the question, or None when no pending question matches. Tells the client to forget
+    the key.
+    """
+    keys = protocol.promise_keys(message)
+    protocol.optional_text(message, "msg-text")
+    question = await get_store().resolve(client_id, keys) if keys else None
+    if question is None:
+        logger.warning("answer from %s matches no pending question (%d keys)", client_id, len(keys))
+        return None
+    logger.debug("answer from %s resolves %s", client_id, question.p_key)
+    await settle(question, ANSWERED, message)
+    return question
+
+
+def clear_message(question: Question) -> Message:
+    """The clear-promise-keys message that follows an answer."""
+    return _clear_message([question.p_key])
+
+
+async def cancel(p_key: str, reason: str = "cancelled") -> bool:
+    """Cancel one pending question; its asker raises QuestionCancelled. False if already gone."""
+    question = await get_store().take(p_key)
+    if question is None:
+        return False
+    await settle(question, CANCELLED, reason)
+    await _tell_forgotten(question)
+    return True
+
+
+async def reject_client(client_id: str, reason: str, *, only_fail_fast: bool = False) -> int:
+    """Fail the client's pending questions with ClientGone; return how many."""
+    questions = await get_store().take_client(client_id, only_fail_fast=only_fail_fast)
+    for question in questions:
+        await settle(question, GONE, reason)
+    return len(questions)
+
+
+async def pending(client_id: str | None = None, conversation: str | None = None) -> list[Question]:
+    """Pending questions, oldest first."""
+    return await get_store().pending(client_id, conversation)
+
+
+async def resend(client_id: str) -> int:
+    """Send every pending question of client_id again, in order, with its original p-key."""
+    questions = await get_store().client_questions(client_id)
+    for question in questions:
+        await delivery.deliver(client_id, question.message)
+    return len(questions)

@@ -1,0 +1,174 @@
+"""The store interface: pending questions, presence records and settlement notices."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chat_ws.types import Question
+
+SettlementCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+
+@dataclass
+class Connection:
+    """Presence record of one client-id."""
+
+    client_id: str
+    server_id: str
+    channel_name: str
+    connected_at: float
+    last_seen: float
+    closed_at: float | None = None  # set while the client is disconnected (grace period)
+    alive_sent_at: float | None = None  # when the sweep last sent alive?
+
+    @property
+    def is_open(self) -> bool:
+        """True while a socket serves this client-id."""
+        return self.closed_at is None
+
+
+class BaseStore(ABC):
+    """Questions and presence shared by every process that uses the same backend.
+
+    Every multi-record change is atomic. Times are unix seconds passed in by the caller so
+    that services and tests control the clock.
+    """
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self.conf = conf
+
+    # ------------------------------------------------------------------ questions
+    @abstractmethod
+    async def add_question(self, question: Question, *, max_pending: int) -> Question:
+        """Store a question, giving it its seq; raise TooManyPending past max_pending."""
+
+    @abstractmethod
+    async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
+        """Remove and return the most recent question of client_id whose key is in p_keys."""
+
+    @abstractmethod
+    async def take(self, p_key: str) -> Question | None:
+        """Remove and return one question, or None when it is already gone."""
+
+    @abstractmethod
+    async def take_client(self, client_id: str, *, only_fail_fast: bool = False) -> list[Question]:
+        """Remove and return the client's questions (only on_disconnect="fail" ones if asked)."""
+
+    @abstractmethod
+    async def get_question(self, p_key: str) -> Question | None:
+        """Return one question without removing it."""
+
+    @abstractmethod
+    async def client_questions(self, client_id: str) -> list[Question]:
+        """The client's pending questions, oldest first."""
+
+    @abstractmethod
+    async def pending(
+        self, client_id: str | None = None, conversation: str | None = None
+    ) -> list[Question]:
+        """Pending questions, oldest first, optionally of one client and/or conversation."""
+
+    @abstractmethod
+    async def expired_questions(self, now: float, limit: int = 1000) -> list[Question]:
+        """Remove and return questions whose expiry time has passed."""
+
+    # ------------------------------------------------------------------ presence
+    @abstractmethod
+    async def open_connection(
+        self, client_id: str, server_id: str, channel_name: str, now: float
+    ) -> Connection | None:
+        """Record that channel_name now serves client_id; return the record it replaced."""
+
+    @abstractmethod
+    async def close_connection(self, client_id: str, channel_name: str, now: float) -> bool:
+        """Mark the client disconnected if channel_name still serves it; True when it did."""
+
+    @abstractmethod
+    async def touch(self, client_id: str, now: float) -> bool:
+        """Record that the client was heard from; clears a pending alive? check."""
+
+    @abstractmethod
+    async def mark_alive_sent(self, client_id: str, now: float) -> None:
+        """Record that an alive? check was sent."""
+
+    @abstractmethod
+    async def connection(self, client_id: str) -> Connection | None:
+        """The client's presence record, open or within its grace period."""
+
+    @abstractmethod
+    async def connections(self) -> list[Connection]:
+        """Every presence record."""
+
+    @abstractmethod
+    async def silent_since(self, before: float, limit: int = 1000) -> list[str]:
+        """Open clients last heard from before the given time (indexed, not a scan)."""
+
+    @abstractmethod
+    async def closed_since(self, before: float, limit: int = 1000) -> list[str]:
+        """Disconnected clients whose connection closed before the given time."""
+
+    @abstractmethod
+    async def drop_connection(self, client_id: str) -> bool:
+        """Remove every presence record of the client; True when one existed."""
+
+    # ------------------------------------------------------------------ coordination
+    @abstractmethod
+    async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
+        """Take a named lock for ttl seconds unless someone else holds it."""
+
+    @abstractmethod
+    async def release_lock(self, name: str, owner: str) -> None:
+        """Release a lock held by owner."""
+
+    @abstractmethod
+    async def set_value(self, name: str, value: str, ttl: float | None) -> None:
+        """Store a small named value (last sweep time, heartbeats)."""
+
+    @abstractmethod
+    async def get_value(self, name: str) -> str | None:
+        """Read a small named value."""
+
+    @abstractmethod
+    async def publish(self, server_id: str, event: dict[str, Any]) -> None:
+        """Deliver a settlement notice to the process named server_id."""
+
+    @abstractmethod
+    async def subscribe(self, server_id: str, callback: SettlementCallback) -> None:
+        """Start delivering this process's settlement notices to callback (idempotent)."""
+
+    @abstractmethod
+    async def check(self) -> bool:
+        """True when the backend answers."""
+
+    async def close(self) -> None:
+        """Release connections held by this store."""
+
+
+def question_to_json(question: Question) -> str:
+    """Serialise a question record, without its seq, for a backend that stores text."""
+    from chat_ws.codec import JSON
+
+    return JSON.encode(
+        {
+            "p_key": question.p_key,
+            "client_id": question.client_id,
+            "conversation": question.conversation,
+            "message": question.message,
+            "asked_at": question.asked_at,
+            "expires_at": question.expires_at,
+            "on_disconnect": question.on_disconnect,
+            "server_id": question.server_id,
+            "extra": question.extra,
+        }
+    )
+
+
+def question_from_json(text: str | bytes) -> Question:
+    """Inverse of question_to_json."""
+    import json
+
+    data = json.loads(text)
+    return Question(**data)

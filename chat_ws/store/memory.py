@@ -1,0 +1,190 @@
+"""In-memory store: one process, the same behaviour as the Redis store."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import itertools
+import logging
+import time
+from typing import Any
+
+from chat_ws.exceptions import TooManyPending
+from chat_ws.store.base import BaseStore, Connection, SettlementCallback
+from chat_ws.types import Question
+
+logger = logging.getLogger(__name__)
+
+
+class MemoryStore(BaseStore):
+    """Keeps everything in dicts of this process; nothing is shared with other processes."""
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        super().__init__(conf)
+        self._questions: dict[str, Question] = {}
+        self._by_client: dict[str, dict[str, int]] = {}
+        self._connections: dict[str, Connection] = {}
+        self._values: dict[str, tuple[str, float | None]] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
+        self._seq = itertools.count(1)
+        self._callbacks: dict[str, SettlementCallback] = {}
+
+    # ------------------------------------------------------------------ questions
+    def _remove(self, p_key: str) -> Question | None:
+        question = self._questions.pop(p_key, None)
+        if question is not None:
+            keys = self._by_client.get(question.client_id)
+            if keys is not None:
+                keys.pop(p_key, None)
+                if not keys:
+                    del self._by_client[question.client_id]
+        return question
+
+    async def add_question(self, question: Question, *, max_pending: int) -> Question:
+        keys = self._by_client.setdefault(question.client_id, {})
+        if len(keys) >= max_pending:
+            if not keys:
+                del self._by_client[question.client_id]
+            raise TooManyPending(
+                f"client already has {max_pending} pending questions",
+                p_key=question.p_key,
+                client_id=question.client_id,
+            )
+        stored = copy.copy(question)
+        stored.seq = next(self._seq)
+        self._questions[stored.p_key] = stored
+        keys[stored.p_key] = stored.seq
+        return copy.copy(stored)
+
+    async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
+        keys = self._by_client.get(client_id)
+        if not keys:
+            return None
+        wanted = set(p_keys)
+        best = max((k for k in keys if k in wanted), key=keys.__getitem__, default=None)
+        return None if best is None else self._remove(best)
+
+    async def take(self, p_key: str) -> Question | None:
+        return self._remove(p_key)
+
+    async def take_client(self, client_id: str, *, only_fail_fast: bool = False) -> list[Question]:
+        taken = []
+        for question in await self.client_questions(client_id):
+            if only_fail_fast and question.on_disconnect != "fail":
+                continue
+            removed = self._remove(question.p_key)
+            if removed is not None:
+                taken.append(removed)
+        return taken
+
+    async def get_question(self, p_key: str) -> Question | None:
+        question = self._questions.get(p_key)
+        return copy.copy(question) if question else None
+
+    async def client_questions(self, client_id: str) -> list[Question]:
+        keys = self._by_client.get(client_id, {})
+        return [copy.copy(self._questions[k]) for k in sorted(keys, key=keys.__getitem__)]
+
+    async def pending(
+        self, client_id: str | None = None, conversation: str | None = None
+    ) -> list[Question]:
+        if client_id is not None:
+            found = await self.client_questions(client_id)
+        else:
+            found = sorted((copy.copy(q) for q in self._questions.values()), key=lambda q: q.seq)
+        return [q for q in found if conversation is None or q.conversation == conversation]
+
+    async def expired_questions(self, now: float, limit: int = 1000) -> list[Question]:
+        due = [q.p_key for q in self._questions.values() if q.expires_at <= now][:limit]
+        return [q for q in (self._remove(k) for k in due) if q is not None]
+
+    # ------------------------------------------------------------------ presence
+    async def open_connection(
+        self, client_id: str, server_id: str, channel_name: str, now: float
+    ) -> Connection | None:
+        previous = self._connections.get(client_id)
+        self._connections[client_id] = Connection(client_id, server_id, channel_name, now, now)
+        return copy.copy(previous) if previous else None
+
+    async def close_connection(self, client_id: str, channel_name: str, now: float) -> bool:
+        record = self._connections.get(client_id)
+        if record is None or record.channel_name != channel_name or record.closed_at is not None:
+            return False
+        record.closed_at = now
+        return True
+
+    async def touch(self, client_id: str, now: float) -> bool:
+        record = self._connections.get(client_id)
+        if record is None or record.closed_at is not None:
+            return False
+        record.last_seen = max(record.last_seen, now)
+        record.alive_sent_at = None
+        return True
+
+    async def mark_alive_sent(self, client_id: str, now: float) -> None:
+        record = self._connections.get(client_id)
+        if record is not None and record.closed_at is None:
+            record.alive_sent_at = now
+
+    async def connection(self, client_id: str) -> Connection | None:
+        record = self._connections.get(client_id)
+        return copy.copy(record) if record else None
+
+    async def connections(self) -> list[Connection]:
+        return [copy.copy(c) for c in self._connections.values()]
+
+    async def silent_since(self, before: float, limit: int = 1000) -> list[str]:
+        found = [
+            c for c in self._connections.values() if c.closed_at is None and c.last_seen < before
+        ]
+        return [c.client_id for c in sorted(found, key=lambda c: c.last_seen)[:limit]]
+
+    async def closed_since(self, before: float, limit: int = 1000) -> list[str]:
+        found = [
+            c for c in self._connections.values() if c.closed_at is not None and c.closed_at < before
+        ]
+        return [c.client_id for c in sorted(found, key=lambda c: c.closed_at or 0)[:limit]]
+
+    async def drop_connection(self, client_id: str) -> bool:
+        return self._connections.pop(client_id, None) is not None
+
+    # ------------------------------------------------------------------ coordination
+    async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
+        held = self._locks.get(name)
+        now = time.monotonic()
+        if held is not None and held[1] > now and held[0] != owner:
+            return False
+        self._locks[name] = (owner, now + ttl)
+        return True
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        held = self._locks.get(name)
+        if held is not None and held[0] == owner:
+            del self._locks[name]
+
+    async def set_value(self, name: str, value: str, ttl: float | None) -> None:
+        self._values[name] = (value, None if ttl is None else time.monotonic() + ttl)
+
+    async def get_value(self, name: str) -> str | None:
+        item = self._values.get(name)
+        if item is None:
+            return None
+        if item[1] is not None and item[1] <= time.monotonic():
+            del self._values[name]
+            return None
+        return item[0]
+
+    async def publish(self, server_id: str, event: dict[str, Any]) -> None:
+        callback = self._callbacks.get(server_id)
+        if callback is None:
+            logger.debug("no listener for server %s; settlement dropped", server_id)
+            return
+        result = callback(event)
+        if inspect.isawaitable(result):
+            await result
+
+    async def subscribe(self, server_id: str, callback: SettlementCallback) -> None:
+        self._callbacks[server_id] = callback
+
+    async def check(self) -> bool:
+        return True

@@ -1,0 +1,402 @@
+"""Redis store: questions and presence shared by every process using one Redis server.
+
+Key names come from :meth:`RedisStore.key` only. TTLs: questions live until their expiry plus
+the reconnect grace; presence records until the liveness windows plus ``SESSION_RETENTION``.
+Three sorted-set indexes (``idx:q``, ``idx:seen``, ``idx:closed``) and the ``seq`` counter have no
+TTL: they are process-independent indexes whose members are removed with their records, and
+members whose record expired are removed by the sweep and by the scripts that meet them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chat_ws.exceptions import StoreUnavailable, TooManyPending
+from chat_ws.store import scripts
+from chat_ws.store.base import (
+    BaseStore,
+    Connection,
+    SettlementCallback,
+    question_from_json,
+    question_to_json,
+)
+from chat_ws.types import Question
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between listener reconnection attempts
+
+
+def _unavailable(func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Turn network errors of a store call into StoreUnavailable."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await func(*args, **kwargs)
+        except _NETWORK_ERRORS as exc:
+            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+
+    return wrapper
+
+
+class _LoopState:
+    """Connections and scripts of one event loop (redis-py clients are loop-bound)."""
+
+    def __init__(self, url: str, pool_size: int) -> None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=pool_size, timeout=10, health_check_interval=30
+        )
+        self.client = aioredis.Redis(connection_pool=pool)
+        self.scripts: dict[str, Any] = {}
+        self.listener: asyncio.Task[None] | None = None
+
+    def script(self, source: str) -> Any:
+        found = self.scripts.get(source)
+        if found is None:
+            found = self.scripts[source] = self.client.register_script(source)
+        return found
+
+
+class RedisStore(BaseStore):
+    """The shared store; requires ``REDIS_URL``."""
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        super().__init__(conf)
+        url = conf.get("REDIS_URL")
+        if not url:
+            from chat_ws.exceptions import ConfigurationError
+
+            raise ConfigurationError("RedisStore needs CHAT_WS['REDIS_URL']")
+        self.url: str = url
+        self.prefix: str = conf["KEY_PREFIX"]
+        self.pool_size: int = conf["REDIS_POOL_SIZE"]
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # ------------------------------------------------------------------ plumbing
+    def key(self, kind: str, *parts: str) -> str:
+        """The one place Redis key names are built: ``{prefix}:{kind}:{part}:...``."""
+        return ":".join((self.prefix, kind, *parts))
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = _LoopState(self.url, self.pool_size)
+        return state
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The Redis client of the running event loop."""
+        return self._state().client
+
+    async def _run(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._state().script(source)(keys=keys, args=args)
+
+    def _question_ttl_ms(self, question: Question) -> int:
+        grace = float(self.conf["RECONNECT_GRACE"])
+        return max(1000, int((question.expires_at - question.asked_at + grace + 60) * 1000))
+
+    def _open_ttl_ms(self) -> int:
+        c = self.conf
+        seconds = c["INACTIVITY_TIMEOUT"] + c["ALIVE_RESPONSE_TIMEOUT"] + c["SESSION_RETENTION"]
+        return int(seconds * 1000)
+
+    def _closed_ttl_ms(self) -> int:
+        return int((self.conf["RECONNECT_GRACE"] + self.conf["SESSION_RETENTION"]) * 1000)
+
+    @staticmethod
+    def _questions(records: list[bytes] | None) -> list[Question]:
+        return [question_from_json(r) for r in records or []]
+
+    # ------------------------------------------------------------------ questions
+    @_unavailable
+    async def add_question(self, question: Question, *, max_pending: int) -> Question:
+        rec = await self._run(
+            scripts.ADD_QUESTION,
+            [
+                self.key("q", question.p_key),
+                self.key("cq", question.client_id),
+                self.key("cv", question.client_id, question.conversation),
+                self.key("idx", "q"),
+                self.key("seq"),
+            ],
+            [
+                question_to_json(question),
+                question.p_key,
+                repr(question.expires_at),
+                self._question_ttl_ms(question),
+                max_pending,
+            ],
+        )
+        if rec is None:
+            raise TooManyPending(
+                f"client already has {max_pending} pending questions",
+                p_key=question.p_key,
+                client_id=question.client_id,
+            )
+        return question_from_json(rec)
+
+    @_unavailable
+    async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
+        if not p_keys:
+            return None
+        rec = await self._run(scripts.RESOLVE, [self.key("cq", client_id)], [self.prefix, *p_keys])
+        return question_from_json(rec) if rec else None
+
+    @_unavailable
+    async def take(self, p_key: str) -> Question | None:
+        rec = await self._run(scripts.TAKE, [], [self.prefix, p_key])
+        return question_from_json(rec) if rec else None
+
+    @_unavailable
+    async def take_client(self, client_id: str, *, only_fail_fast: bool = False) -> list[Question]:
+        records = await self._run(
+            scripts.TAKE_CLIENT, [self.key("cq", client_id)], [self.prefix, int(only_fail_fast)]
+        )
+        return self._questions(records)
+
+    @_unavailable
+    async def get_question(self, p_key: str) -> Question | None:
+        rec = await self.redis.get(self.key("q", p_key))
+        return question_from_json(rec) if rec else None
+
+    async def _load(self, p_keys: list[bytes]) -> list[Question]:
+        if not p_keys:
+            return []
+        records = await self.redis.mget([self.key("q", k.decode()) for k in p_keys])
+        return sorted(self._questions([r for r in records if r]), key=lambda q: q.seq)
+
+    @_unavailable
+    async def client_questions(self, client_id: str) -> list[Question]:
+        return await self._load(await self.redis.zrange(self.key("cq", client_id), 0, -1))
+
+    @_unavailable
+    async def pending(
+        self, client_id: str | None = None, conversation: str | None = None
+    ) -> list[Question]:
+        if client_id is not None and conversation is not None:
+            members = await self.redis.zrange(self.key("cv", client_id, conversation), 0, -1)
+        elif client_id is not None:
+            members = await self.redis.zrange(self.key("cq", client_id), 0, -1)
+        else:
+            members = await self.redis.zrange(self.key("idx", "q"), 0, -1)
+        found = await self._load(members)
+        return [q for q in found if conversation is None or q.conversation == conversation]
+
+    @_unavailable
+    async def expired_questions(self, now: float, limit: int = 1000) -> list[Question]:
+        records = await self._run(
+            scripts.EXPIRED, [self.key("idx", "q")], [self.prefix, repr(now), limit]
+        )
+        return self._questions(records)
+
+    # ------------------------------------------------------------------ presence
+    def _presence_keys(self, client_id: str) -> list[str]:
+        return [self.key("conn", client_id), self.key("idx", "seen"), self.key("idx", "closed")]
+
+    @staticmethod
+    def _connection(client_id: str, fields: dict[bytes, bytes] | list[bytes]) -> Connection | None:
+        if isinstance(fields, list):
+            fields = dict(zip(fields[::2], fields[1::2]))
+        if not fields:
+            return None
+        f = {k.decode(): v.decode() for k, v in fields.items()}
+        return Connection(
+            client_id=client_id,
+            server_id=f.get("server_id", ""),
+            channel_name=f.get("channel_name", ""),
+            connected_at=float(f.get("connected_at", 0)),
+            last_seen=float(f.get("last_seen", 0)),
+            closed_at=float(f["closed_at"]) if "closed_at" in f else None,
+            alive_sent_at=float(f["alive_sent_at"]) if "alive_sent_at" in f else None,
+        )
+
+    @_unavailable
+    async def open_connection(
+        self, client_id: str, server_id: str, channel_name: str, now: float
+    ) -> Connection | None:
+        prev = await self._run(
+            scripts.OPEN,
+            self._presence_keys(client_id),
+            [client_id, server_id, channel_name, repr(now), self._open_ttl_ms()],
+        )
+        return self._connection(client_id, prev)
+
+    @_unavailable
+    async def close_connection(self, client_id: str, channel_name: str, now: float) -> bool:
+        done = await self._run(
+            scripts.CLOSE,
+            self._presence_keys(client_id),
+            [client_id, channel_name, repr(now), self._closed_ttl_ms()],
+        )
+        return bool(done)
+
+    @_unavailable
+    async def touch(self, client_id: str, now: float) -> bool:
+        done = await self._run(
+            scripts.TOUCH,
+            self._presence_keys(client_id)[:2],
+            [client_id, repr(now), self._open_ttl_ms()],
+        )
+        return bool(done)
+
+    @_unavailable
+    async def mark_alive_sent(self, client_id: str, now: float) -> None:
+        await self._run(scripts.MARK_ALIVE_SENT, [self.key("conn", client_id)], [repr(now)])
+
+    @_unavailable
+    async def connection(self, client_id: str) -> Connection | None:
+        return self._connection(client_id, await self.redis.hgetall(self.key("conn", client_id)))
+
+    @_unavailable
+    async def connections(self) -> list[Connection]:
+        ids = await self.redis.zrange(self.key("idx", "seen"), 0, -1)
+        ids += await self.redis.zrange(self.key("idx", "closed"), 0, -1)
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in ids:
+                pipe.hgetall(self.key("conn", cid.decode()))
+            rows = await pipe.execute()
+        found = (self._connection(cid.decode(), row) for cid, row in zip(ids, rows))
+        return [c for c in found if c is not None]
+
+    @_unavailable
+    async def silent_since(self, before: float, limit: int = 1000) -> list[str]:
+        ids = await self.redis.zrangebyscore(
+            self.key("idx", "seen"), "-inf", f"({before!r}", start=0, num=limit
+        )
+        return [i.decode() for i in ids]
+
+    @_unavailable
+    async def closed_since(self, before: float, limit: int = 1000) -> list[str]:
+        ids = await self.redis.zrangebyscore(
+            self.key("idx", "closed"), "-inf", f"({before!r}", start=0, num=limit
+        )
+        return [i.decode() for i in ids]
+
+    @_unavailable
+    async def drop_connection(self, client_id: str) -> bool:
+        return bool(await self._run(scripts.DROP, self._presence_keys(client_id), [client_id]))
+
+    # ------------------------------------------------------------------ coordination
+    @_unavailable
+    async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
+        done = await self.redis.set(self.key("lock", name), owner, nx=True, px=int(ttl * 1000))
+        return bool(done)
+
+    @_unavailable
+    async def release_lock(self, name: str, owner: str) -> None:
+        await self._run(scripts.RELEASE_LOCK, [self.key("lock", name)], [owner])
+
+    @_unavailable
+    async def set_value(self, name: str, value: str, ttl: float | None) -> None:
+        px = None if ttl is None else max(1, int(ttl * 1000))
+        await self.redis.set(self.key("val", name), value, px=px)
+
+    @_unavailable
+    async def get_value(self, name: str) -> str | None:
+        value = await self.redis.get(self.key("val", name))
+        return value.decode() if value is not None else None
+
+    @_unavailable
+    async def publish(self, server_id: str, event: dict[str, Any]) -> None:
+        await self.redis.publish(self.key("srv", server_id), json.dumps(event))
+
+    async def subscribe(self, server_id: str, callback: SettlementCallback) -> None:
+        state = self._state()
+        if state.listener is not None and not state.listener.done():
+            return
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        state.listener = asyncio.create_task(self._listen(server_id, callback, ready))
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), timeout=10)
+        except (asyncio.TimeoutError, *_NETWORK_ERRORS) as exc:
+            state.listener.cancel()
+            state.listener = None
+            raise StoreUnavailable(f"cannot subscribe to settlements: {exc}") from exc
+
+    async def _listen(
+        self, server_id: str, callback: SettlementCallback, ready: asyncio.Future[None]
+    ) -> None:
+        channel = self.key("srv", server_id)
+        failures = 0
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                if not ready.done():
+                    ready.set_result(None)
+                elif failures:
+                    logger.info("settlement listener re-subscribed to %s", channel)
+                    await _call(callback, {"event": "resubscribed"})
+                failures = 0
+                async for item in pubsub.listen():
+                    if item.get("type") == "message":
+                        await _call(callback, json.loads(item["data"]))
+            except asyncio.CancelledError:
+                raise
+            except _NETWORK_ERRORS as exc:
+                if not ready.done():
+                    ready.set_exception(exc)
+                    return
+                delay = _RETRY_DELAYS[min(failures, len(_RETRY_DELAYS) - 1)]
+                failures += 1
+                logger.warning("settlement listener lost Redis (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+            except Exception:
+                logger.exception("settlement listener failed; restarting")
+                failures += 1
+                await asyncio.sleep(_RETRY_DELAYS[-1])
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:  # the connection may already be gone
+                    pass
+
+    @_unavailable
+    async def check(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def close(self) -> None:
+        """Stop this loop's listener and close its connections."""
+        loop = asyncio.get_running_loop()
+        state = self._loops.pop(loop, None)
+        if state is None:
+            return
+        if state.listener is not None:
+            state.listener.cancel()
+            try:
+                await state.listener
+            except (asyncio.CancelledError, Exception):
+                pass
+        await state.client.aclose()
+        await state.client.connection_pool.disconnect()
+
+    async def delete_prefix(self) -> int:
+        """Delete every key under this store's prefix (tests and `--force-all` cleanups)."""
+        deleted = 0
+        async for key in self.redis.scan_iter(match=f"{self.prefix}:*", count=500):
+            deleted += await self.redis.delete(key)
+        return deleted
+
+
+async def _call(callback: SettlementCallback, event: dict[str, Any]) -> None:
+    result = callback(event)
+    if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+        await result

@@ -1,0 +1,51 @@
+"""Handlers of the demo site: start-conversation and resume-conversation."""
+
+from __future__ import annotations
+
+import logging
+
+from chat_ws.conf import get_settings
+from chat_ws.dispatch import Context, handler
+from chat_ws.protocol import E_BAD_FIELD, error_reply
+from chat_ws.types import Message
+from stbd_project.interview import interviewer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONVERSATION = "process"
+MAX_LOADTEST_QUESTIONS = 100_000
+
+
+def _conversation(message: Message) -> str:
+    value = message.get("conversation-id") or DEFAULT_CONVERSATION
+    if not isinstance(value, str) or not value.replace("-", "").replace("_", "").isalnum() or len(value) > 64:
+        raise ValueError("conversation-id must be a short name")
+    return value
+
+
+@handler("start-conversation")
+async def start_conversation(ctx: Context, message: Message) -> Message | None:
+    """Start the scripted interview (or the load-test conversation)."""
+    try:
+        conversation = _conversation(message)
+    except ValueError as exc:
+        return error_reply(E_BAD_FIELD, str(exc), **{"in-reply-to": "start-conversation"})
+    if conversation == "loadtest":
+        if not get_settings()["LOADTEST"]:
+            return error_reply(E_BAD_FIELD, "the load-test conversation is disabled")
+        count = message.get("questions", 10)
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= MAX_LOADTEST_QUESTIONS:
+            return error_reply(E_BAD_FIELD, f"questions must be 1..{MAX_LOADTEST_QUESTIONS}")
+        return await interviewer.loadtest(ctx.client_id, count)
+    await interviewer.restart(ctx.client_id, conversation)
+    return None
+
+
+@handler("resume-conversation")
+async def resume_conversation(ctx: Context, message: Message) -> None:
+    """Continue an interview after a reconnect."""
+    try:
+        conversation = _conversation(message)
+    except ValueError:
+        conversation = DEFAULT_CONVERSATION
+    await interviewer.resume(ctx.client_id, conversation)

@@ -1,0 +1,129 @@
+"""The interviewer: asks the scripted questions one by one through chat_ws.api.ask().
+
+An interview runs as its own task, independent of any socket. Its progress is saved after
+each answer, so that a new task (after the old one died with its process) continues it
+without asking an answered question again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from chat_ws import api
+from chat_ws.exceptions import QuestionError
+from stbd_project.interview.models import Interview
+from stbd_project.interview.script import INTRO, OUTRO, QUESTIONS, summary_table
+
+logger = logging.getLogger(__name__)
+
+QUESTION_TIMEOUT = 3600  # seconds a person may take to answer one question
+
+_running: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+
+@database_sync_to_async
+def _progress(client_id: str, conversation: str, *, reset: bool) -> Interview:
+    row, _ = Interview.objects.get_or_create(client_id=client_id, conversation=conversation)
+    if reset or row.finished:
+        row.answers, row.finished = [], False
+        row.save()
+    return row
+
+
+@database_sync_to_async
+def _save(row: Interview) -> None:
+    row.save()
+
+
+def running(client_id: str, conversation: str) -> bool:
+    """True when an interview task for this conversation runs in this process."""
+    task = _running.get((client_id, conversation))
+    return task is not None and not task.done()
+
+
+def start(client_id: str, conversation: str, *, reset: bool) -> asyncio.Task[None]:
+    """Start an interview task (continuing saved progress unless reset)."""
+    old = _running.get((client_id, conversation))
+    if old is not None and not old.done():
+        old.cancel()
+    task = asyncio.create_task(_interview(client_id, conversation, reset=reset))
+    _running[(client_id, conversation)] = task
+    task.add_done_callback(lambda t: _forget_task(client_id, conversation, t))
+    return task
+
+
+def _forget_task(client_id: str, conversation: str, task: asyncio.Task[None]) -> None:
+    if _running.get((client_id, conversation)) is task:
+        del _running[(client_id, conversation)]
+
+
+async def _interview(client_id: str, conversation: str, *, reset: bool) -> None:
+    row = await _progress(client_id, conversation, reset=reset)
+    if not row.answers:
+        await api.send(client_id, {"dispatch-key": "iviewr-says", "text": INTRO})
+    try:
+        for question_id, text in QUESTIONS[len(row.answers) :]:
+            answer = await api.ask(
+                client_id,
+                {"dispatch-key": "iviewr-says", "text": text},
+                conversation=conversation,
+                timeout=QUESTION_TIMEOUT,
+            )
+            row.answers = [*row.answers, {"id": question_id, "question": text, "answer": answer.text or ""}]
+            await _save(row)
+    except QuestionError as exc:
+        logger.info("interview %s/%s stopped: %s", client_id, conversation, type(exc).__name__)
+        return
+    row.finished = True
+    await _save(row)
+    await api.send(client_id, {"dispatch-key": "iviewr-says", "text": OUTRO})
+    await api.send(client_id, {"dispatch-key": "load-table", "table": summary_table(row.answers)})
+    logger.info("interview %s/%s finished", client_id, conversation)
+
+
+async def resume(client_id: str, conversation: str) -> None:
+    """Continue an interview after a reconnect: re-send, re-ask, or start again when finished."""
+    pending = await api.pending(client_id, conversation)
+    if pending:
+        for question in pending:
+            await api.send(client_id, question.message)
+        return
+    if running(client_id, conversation):
+        return
+    start(client_id, conversation, reset=False)
+
+
+async def restart(client_id: str, conversation: str) -> None:
+    """Start the interview from the first question, cancelling an older run's questions."""
+    for question in await api.pending(client_id, conversation):
+        await api.cancel(question.p_key, "interview restarted")
+    start(client_id, conversation, reset=True)
+
+
+async def loadtest(client_id: str, questions: int) -> dict[str, Any]:
+    """Ask `questions` questions back to back through the full ask() path; report latencies."""
+    latencies: list[float] = []
+    for i in range(questions):
+        began = time.perf_counter()
+        await api.ask(
+            client_id,
+            {"dispatch-key": "iviewr-says", "text": f"Load-test question {i + 1}"},
+            conversation="loadtest",
+            timeout=60,
+            on_disconnect="fail",
+        )
+        latencies.append((time.perf_counter() - began) * 1000)
+    ordered = sorted(latencies)
+    return {
+        "dispatch-key": "loadtest-done",
+        "asked": questions,
+        "answered": len(latencies),
+        "p50-ms": round(statistics.median(ordered), 3) if ordered else 0.0,
+        "p99-ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3) if ordered else 0.0,
+    }

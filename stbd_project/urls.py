@@ -1,0 +1,11 @@
+"""URLs of the demo site."""
+
+from django.contrib import admin
+from django.urls import path
+
+from stbd_project.interview import views
+
+urlpatterns = [
+    path("", views.chat_page, name="chat"),
+    path("admin/", admin.site.urls),
+]
