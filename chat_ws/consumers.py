@@ -12,7 +12,12 @@ from chat_ws import delivery, presence, protocol
 from chat_ws.codec import EDN, Codec, negotiate
 from chat_ws.conf import get_settings
 from chat_ws.dispatch import Context, dispatch
-from chat_ws.exceptions import WS_1009_MESSAGE_TOO_BIG, WS_1011_INTERNAL_ERROR, MalformedMessage
+from chat_ws.exceptions import (
+    WS_1009_MESSAGE_TOO_BIG,
+    WS_1011_INTERNAL_ERROR,
+    WS_4009_MESSAGE_TOO_BIG,
+    MalformedMessage,
+)
 from chat_ws.types import Message
 
 logger = logging.getLogger(__name__)
@@ -83,8 +88,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 return
             if too_big(text_data, self.max_bytes):
                 logger.info("frame over %d bytes from %s", self.max_bytes, self.client_id)
-                self.close_reason = "message-too-big"
-                await self.close(WS_1009_MESSAGE_TOO_BIG)
+                await self._close_too_big()
                 return
             try:
                 message = self.codec.decode(text_data, max_nesting=self.max_nesting)
@@ -108,6 +112,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await presence.disconnected(self, code)
         except Exception:
             logger.exception("cleanup after %s disconnected failed; the sweep will finish it", self.client_id)
+
+    async def _close_too_big(self) -> None:
+        self.close_reason = "message-too-big"
+        try:
+            await self.close(WS_1009_MESSAGE_TOO_BIG)
+        except Exception:  # daphne's autobahn sends only 1000 and 3000-4999 from applications
+            await self.close(WS_4009_MESSAGE_TOO_BIG)
 
     # ------------------------------------------------------------------ delivery endpoint
     async def push(self, message: Message) -> None:

@@ -1,0 +1,36 @@
+# chat_ws: demo site, tests and benchmarks. Everything runs from a venv in the checkout.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: install run test test-browser test-js lint bench stress clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/daphne -b $(HOST) -p $(PORT) stbd_project.asgi:application
+
+test: install
+	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-js
+
+test-js:
+	@if [ -d tests/js ]; then node --test tests/js/; fi
+
+test-browser: install
+	$(BIN)/python -m pytest -m browser
+
+lint: install
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) db.sqlite3 staticfiles test-results

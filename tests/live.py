@@ -1,0 +1,134 @@
+"""Real servers for integration tests: daphne processes on free ports, talked to over TCP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30.0  # seconds a server may take to accept connections
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Block until something accepts on the port; raise if the process died or time ran out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling a port: the event is the listen() we cannot subscribe to
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+class Database:
+    """A migrated SQLite file shared by the servers of one test session."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="chat_ws_live_"))
+        self.path = self.dir / "db.sqlite3"
+        env = base_env(self.path, None, "unused")
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120
+        )
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def base_env(db_path: Path, redis_url: str | None, prefix: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "stbd_project.settings",
+            "SQLITE_PATH": str(db_path),
+            "CHAT_WS_PREFIX": prefix,
+            "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": os.environ.get("LIVE_LOG_LEVEL", "WARNING"),
+        }
+    )
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+class LiveServer:
+    """One daphne process serving the demo site."""
+
+    def __init__(
+        self, db: Database, *, redis_url: str | None, prefix: str, port: int | None = None, **env: str
+    ) -> None:
+        self.db = db
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.port = port or free_port()
+        self.env = base_env(db.path, redis_url, prefix, **env)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = db.dir / f"daphne-{self.port}.log"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LiveServer:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "stbd_project.asgi:application"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_for_port(self.port, self.proc, START_TIMEOUT)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def manage(self, *args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """Run a management command against the same database and Redis as this server."""
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
+        )
