@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from chat_ws import delivery, presence, protocol
+from chat_ws import delivery, metrics, presence, protocol
 from chat_ws.codec import EDN, Codec, negotiate
 from chat_ws.conf import get_settings
 from chat_ws.dispatch import Context, dispatch
@@ -75,6 +75,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.groups = [group]
             await presence.connected(self)
             self.registered = True
+            metrics.OPEN_CONNECTIONS.inc()
         except Exception:
             logger.exception("could not register client %s", client_id)
             await self.shut(WS_1011_INTERNAL_ERROR, "server-error")
@@ -84,10 +85,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             if text_data is None:
                 logger.info("binary frame from %s", self.client_id)
+                metrics.BAD_INPUT.labels(protocol.E_BINARY).inc()
                 await self.push(protocol.error_reply(protocol.E_BINARY, "send text frames"))
                 return
             if too_big(text_data, self.max_bytes):
                 logger.info("frame over %d bytes from %s", self.max_bytes, self.client_id)
+                metrics.BAD_INPUT.labels("too-big").inc()
                 await self._close_too_big()
                 return
             try:
@@ -95,9 +98,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 key = protocol.dispatch_key(message)
             except MalformedMessage as exc:
                 logger.info("malformed message from %s: %s", self.client_id, exc.reason)
+                metrics.BAD_INPUT.labels(exc.reason).inc()
                 await self.push(protocol.malformed_reply(exc))
                 return
             message["client-id"] = self.client_id
+            metrics.MESSAGES_IN.labels(metrics.key_label(key)).inc()
             await dispatch(self.ctx, key, message)
         except Exception:
             logger.exception("failed to handle a frame from %s", self.client_id)
@@ -108,6 +113,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.is_closed = True
         if not self.registered:
             return
+        metrics.OPEN_CONNECTIONS.dec()
         try:
             await presence.disconnected(self, code)
         except Exception:
@@ -125,7 +131,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Stamp, encode and send one message."""
         if self.is_closed:
             return
-        await self.send(text_data=self.codec.encode(protocol.outgoing(message)))
+        stamped = protocol.outgoing(message)
+        await self.send(text_data=self.codec.encode(stamped))
+        metrics.MESSAGES_OUT.labels(metrics.key_label(stamped["dispatch-key"])).inc()
 
     async def shut(self, code: int, reason: str) -> None:
         """Close the socket from the server side, recording why."""

@@ -14,7 +14,7 @@ import secrets
 import time
 from typing import Any
 
-from chat_ws import delivery, protocol
+from chat_ws import delivery, metrics, protocol
 from chat_ws.codec import JSON, Keyword
 from chat_ws.conf import get_settings
 from chat_ws.exceptions import (
@@ -185,6 +185,7 @@ async def ask(
             await store.take(p_key)
             raise
         logger.debug("asked %s of %s in %s", p_key, client_id, conversation)
+        metrics.QUESTIONS.labels("asked").inc()
         outcome, payload = await _await_settlement(future, question, wait, conf["SETTLE_WAIT"])
     except asyncio.CancelledError:
         await _abandon(question)
@@ -229,7 +230,9 @@ async def _abandon(question: Question) -> None:
 
 def _result(question: Question, outcome: str, payload: Any) -> Answer:
     kw = {"p_key": question.p_key, "client_id": question.client_id}
+    metrics.QUESTIONS.labels(outcome).inc()
     if outcome == ANSWERED:
+        metrics.TIME_TO_ANSWER.observe(max(0.0, time.time() - question.asked_at))
         return _answer(question, payload)
     if outcome == TIMEOUT:
         raise AnswerTimeout(str(payload), **kw)
