@@ -14,7 +14,6 @@ from chat_ws.conf import get_settings
 from chat_ws.dispatch import Context, dispatch
 from chat_ws.exceptions import (
     WS_1009_MESSAGE_TOO_BIG,
-    WS_1011_INTERNAL_ERROR,
     WS_4009_MESSAGE_TOO_BIG,
     MalformedMessage,
 )
@@ -40,12 +39,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
     """The server end of one browser app instance's socket."""
 
     client_id: str = ""
+    sent_questions: set[str]
     codec: Codec = EDN
     session_id: int | None = None
     close_reason: str | None = None
     closed_by_server = False
     registered = False
     is_closed = False
+    _early: list[str] | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Route ASGI events; frames skip channels' per-event database cleanup (a thread hop)."""
@@ -68,17 +69,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.max_nesting: int = conf["MAX_NESTING"]
         self.codec, subprotocol = negotiate(self.scope.get("subprotocols") or [], conf["DEFAULT_CODEC"])
         self.ctx = Context(client_id, self.channel_name, self.scope)
-        await self.accept(subprotocol)
+        self.sent_questions: set[str] = set()
+        self._early: list[str] | None = []  # frames pushed before the handshake completes
         group = delivery.group_name(client_id)
         try:
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups = [group]
             await presence.connected(self)
-            self.registered = True
-            metrics.OPEN_CONNECTIONS.inc()
         except Exception:
-            logger.exception("could not register client %s", client_id)
-            await self.shut(WS_1011_INTERNAL_ERROR, "server-error")
+            logger.exception("could not register client %s; refusing the handshake", client_id)
+            delivery.unregister(self)
+            await self.close()
+            return
+        self.registered = True
+        metrics.OPEN_CONNECTIONS.inc()
+        await self.accept(subprotocol)
+        early, self._early = self._early, None
+        for text in early or ():
+            await self.send(text_data=text)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Decode one frame and route it; bad input gets an error reply, never a crash."""
@@ -128,11 +136,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------ delivery endpoint
     async def push(self, message: Message) -> None:
-        """Stamp, encode and send one message."""
+        """Stamp, encode and send one message; a question already sent on this socket is not repeated."""
         if self.is_closed:
             return
+        p_key = message.get("p-key")
+        if p_key is not None:
+            if p_key in self.sent_questions:
+                return
+            self.sent_questions.add(str(p_key))
+        elif message.get("dispatch-key") == protocol.CLEAR_PROMISE_KEYS:
+            self.sent_questions.difference_update(str(k) for k in message.get("promise-keys") or ())
         stamped = protocol.outgoing(message)
-        await self.send(text_data=self.codec.encode(stamped))
+        text = self.codec.encode(stamped)
+        if self._early is not None:
+            self._early.append(text)
+        else:
+            await self.send(text_data=text)
         metrics.MESSAGES_OUT.labels(metrics.key_label(stamped["dispatch-key"])).inc()
 
     async def shut(self, code: int, reason: str) -> None:

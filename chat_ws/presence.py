@@ -101,12 +101,13 @@ async def forget(client_id: str, reason: str) -> int:
     Returns how many pending questions were rejected.
     """
     _cancel_grace(client_id)
-    rejected = await promises.reject_client(client_id, reason)
+    questions = await get_store().forget_client(client_id)
     await delivery.close(client_id, WS_4002_FORGOTTEN, reason)
-    await get_store().drop_connection(client_id)
     await sessions.close_client_sessions(client_id, reason)
-    logger.info("forgot client %s (%s); %d question(s) rejected", client_id, reason, rejected)
-    return rejected
+    for question in questions:  # askers wake last, when every trace is already gone
+        await promises.settle(question, promises.GONE, reason)
+    logger.info("forgot client %s (%s); %d question(s) rejected", client_id, reason, len(questions))
+    return len(questions)
 
 
 def pending_grace_timers() -> int:

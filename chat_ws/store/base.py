@@ -114,6 +114,10 @@ class BaseStore(ABC):
     async def drop_connection(self, client_id: str) -> bool:
         """Remove every presence record of the client; True when one existed."""
 
+    @abstractmethod
+    async def forget_client(self, client_id: str) -> list[Question]:
+        """Atomically remove the client's questions and presence records; return the questions."""
+
     # ------------------------------------------------------------------ coordination
     @abstractmethod
     async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:

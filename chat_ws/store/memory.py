@@ -148,6 +148,11 @@ class MemoryStore(BaseStore):
     async def drop_connection(self, client_id: str) -> bool:
         return self._connections.pop(client_id, None) is not None
 
+    async def forget_client(self, client_id: str) -> list[Question]:
+        taken = await self.take_client(client_id)
+        self._connections.pop(client_id, None)
+        return taken
+
     # ------------------------------------------------------------------ coordination
     async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
         held = self._locks.get(name)

@@ -294,6 +294,15 @@ class RedisStore(BaseStore):
     async def drop_connection(self, client_id: str) -> bool:
         return bool(await self._run(scripts.DROP, self._presence_keys(client_id), [client_id]))
 
+    @_unavailable
+    async def forget_client(self, client_id: str) -> list[Question]:
+        records = await self._run(
+            scripts.FORGET,
+            [self.key("cq", client_id), *self._presence_keys(client_id)],
+            [self.prefix, client_id],
+        )
+        return self._questions(records)
+
     # ------------------------------------------------------------------ coordination
     @_unavailable
     async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:

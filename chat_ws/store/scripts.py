@@ -139,6 +139,22 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return existed
 """
 
+# KEYS: cq, conn, idx:seen, idx:closed   ARGV: prefix, client_id
+FORGET = (
+    _TAKE
+    + """
+local out = {}
+for _, pk in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local taken = take(ARGV[1], pk)
+  if taken then table.insert(out, taken) end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+return out
+"""
+)
+
 # KEYS: lock   ARGV: owner
 RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
