@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from asgiref.sync import async_to_sync
 
 from chat_ws import delivery, presence, promises
@@ -33,6 +35,7 @@ async def ask(
     conversation: str = "default",
     timeout: float | None = None,
     on_disconnect: OnDisconnect = "hold",
+    meta: dict[str, Any] | None = None,
 ) -> Answer:
     """Ask client_id a question and wait for the answer.
 
@@ -40,11 +43,18 @@ async def ask(
     it is sent with a fresh ``p-key``. ``timeout`` defaults to the ``QUESTION_TIMEOUT`` setting.
     With ``on_disconnect="hold"`` the question survives a dropped connection for
     ``RECONNECT_GRACE`` seconds and is re-sent on reconnection; ``"fail"`` fails it at once.
+    ``meta`` (JSON data) is kept with the question, for the admin and for receivers of
+    ``chat_ws.signals.answer_orphaned`` when the asker died before the answer arrived.
 
     Raises AnswerTimeout, ClientGone, QuestionCancelled, TooManyPending or StoreLost.
     """
     return await promises.ask(
-        client_id, message, conversation=conversation, timeout=timeout, on_disconnect=on_disconnect
+        client_id,
+        message,
+        conversation=conversation,
+        timeout=timeout,
+        on_disconnect=on_disconnect,
+        meta=meta,
     )
 
 

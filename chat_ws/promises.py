@@ -14,7 +14,7 @@ import secrets
 import time
 from typing import Any
 
-from chat_ws import delivery, metrics, protocol
+from chat_ws import delivery, metrics, protocol, signals
 from chat_ws.codec import JSON, Keyword
 from chat_ws.conf import get_settings
 from chat_ws.exceptions import (
@@ -102,19 +102,27 @@ def _set_result(future: asyncio.Future[tuple[str, Any]], value: tuple[str, Any])
         future.set_result(value)
 
 
-async def settle(question: Question, outcome: Outcome, payload: Any) -> None:
-    """Wake the asker of a question already removed from the store, wherever it runs."""
+async def settle(question: Question, outcome: Outcome, payload: Any) -> bool:
+    """Wake the asker of a question already removed from the store, wherever it runs.
+
+    Returns False when no asker listens any more (its task or its process is gone).
+    """
     if question.server_id == server_id() or not question.server_id:
-        if not _wake(question.p_key, outcome, payload):
+        woken = _wake(question.p_key, outcome, payload)
+        if not woken:
             logger.debug("question %s settled (%s) with no asker here", question.p_key, outcome)
-        return
+        return woken
     wire_payload = JSON.encode(payload) if outcome == ANSWERED else payload
     try:
-        await get_store().publish(
+        listeners = await get_store().publish(
             question.server_id, {"p_key": question.p_key, "outcome": outcome, "payload": wire_payload}
         )
     except StoreUnavailable:
         logger.warning("could not notify %s of question %s", question.server_id, question.p_key)
+        return False
+    if not listeners:
+        logger.info("the asker of %s (%s) no longer listens", question.p_key, question.server_id)
+    return listeners > 0
 
 
 def _answer(question: Question, message: Message) -> Answer:
@@ -143,6 +151,7 @@ async def ask(
     conversation: str = "default",
     timeout: float | None = None,
     on_disconnect: OnDisconnect = "hold",
+    meta: dict[str, Any] | None = None,
 ) -> Answer:
     """Send a question to client_id and wait for the answer (see chat_ws.api.ask)."""
     protocol.outgoing(message)
@@ -167,6 +176,7 @@ async def ask(
         expires_at=now + wait,
         on_disconnect=on_disconnect,
         server_id=server_id(),
+        extra=dict(meta or {}),
     )
     future: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
     _waiters[p_key] = future
@@ -258,7 +268,11 @@ async def answer(client_id: str, message: Message) -> Question | None:
         logger.warning("answer from %s matches no pending question (%d keys)", client_id, len(keys))
         return None
     logger.debug("answer from %s resolves %s", client_id, question.p_key)
-    await settle(question, ANSWERED, message)
+    if not await settle(question, ANSWERED, message):
+        metrics.QUESTIONS.labels("orphaned").inc()
+        await signals.answer_orphaned.asend(
+            sender=Answer, question=question, answer=_answer(question, message)
+        )
     return question
 
 

@@ -136,8 +136,8 @@ class BaseStore(ABC):
         """Read a small named value."""
 
     @abstractmethod
-    async def publish(self, server_id: str, event: dict[str, Any]) -> None:
-        """Deliver a settlement notice to the process named server_id."""
+    async def publish(self, server_id: str, event: dict[str, Any]) -> int:
+        """Deliver a settlement notice to the process named server_id; return how many listened."""
 
     @abstractmethod
     async def subscribe(self, server_id: str, callback: SettlementCallback) -> None:

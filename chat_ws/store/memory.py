@@ -179,14 +179,15 @@ class MemoryStore(BaseStore):
             return None
         return item[0]
 
-    async def publish(self, server_id: str, event: dict[str, Any]) -> None:
+    async def publish(self, server_id: str, event: dict[str, Any]) -> int:
         callback = self._callbacks.get(server_id)
         if callback is None:
-            logger.debug("no listener for server %s; settlement dropped", server_id)
-            return
+            logger.debug("no listener for server %s", server_id)
+            return 0
         result = callback(event)
         if inspect.isawaitable(result):
             await result
+        return 1
 
     async def subscribe(self, server_id: str, callback: SettlementCallback) -> None:
         self._callbacks[server_id] = callback

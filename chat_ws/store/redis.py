@@ -324,8 +324,8 @@ class RedisStore(BaseStore):
         return value.decode() if value is not None else None
 
     @_unavailable
-    async def publish(self, server_id: str, event: dict[str, Any]) -> None:
-        await self.redis.publish(self.key("srv", server_id), json.dumps(event))
+    async def publish(self, server_id: str, event: dict[str, Any]) -> int:
+        return int(await self.redis.publish(self.key("srv", server_id), json.dumps(event)))
 
     async def subscribe(self, server_id: str, callback: SettlementCallback) -> None:
         state = self._state()

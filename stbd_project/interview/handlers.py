@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 
 from chat_ws.conf import get_settings
+from chat_ws.signals import answer_orphaned
 from chat_ws.dispatch import Context, handler
 from chat_ws.protocol import E_BAD_FIELD, error_reply
 from chat_ws.types import Message
 from stbd_project.interview import interviewer
 
 logger = logging.getLogger(__name__)
+
+answer_orphaned.connect(interviewer.continue_after_orphaned_answer, dispatch_uid="interview-orphans")
 
 DEFAULT_CONVERSATION = "process"
 MAX_LOADTEST_QUESTIONS = 100_000

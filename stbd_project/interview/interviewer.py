@@ -74,6 +74,7 @@ async def _interview(client_id: str, conversation: str, *, reset: bool) -> None:
                 {"dispatch-key": "iviewr-says", "text": text},
                 conversation=conversation,
                 timeout=QUESTION_TIMEOUT,
+                meta={"question-id": question_id},
             )
             row.answers = [*row.answers, {"id": question_id, "question": text, "answer": answer.text or ""}]
             await _save(row)
@@ -85,6 +86,30 @@ async def _interview(client_id: str, conversation: str, *, reset: bool) -> None:
     await api.send(client_id, {"dispatch-key": "iviewr-says", "text": OUTRO})
     await api.send(client_id, {"dispatch-key": "load-table", "table": summary_table(row.answers)})
     logger.info("interview %s/%s finished", client_id, conversation)
+
+
+@database_sync_to_async
+def _record_orphaned(client_id: str, conversation: str, question_id: str, text: str, answer: str) -> bool:
+    row = Interview.objects.filter(client_id=client_id, conversation=conversation).first()
+    if row is None or row.finished or len(row.answers) >= len(QUESTIONS):
+        return False
+    if QUESTIONS[len(row.answers)][0] != question_id:
+        return False  # not the question the interview waits for: never record an answer twice
+    row.answers = [*row.answers, {"id": question_id, "question": text, "answer": answer}]
+    row.save()
+    return True
+
+
+async def continue_after_orphaned_answer(sender: Any, question: Any, answer: Any, **kwargs: Any) -> None:
+    """An answer arrived after its asking task died (with its process): record it and go on."""
+    question_id = question.extra.get("question-id")
+    if not question_id or running(question.client_id, question.conversation):
+        return
+    await _record_orphaned(
+        question.client_id, question.conversation, question_id, question.text(), answer.text or ""
+    )
+    logger.info("interview %s/%s continues after its asker died", question.client_id, question.conversation)
+    start(question.client_id, question.conversation, reset=False)
 
 
 async def resume(client_id: str, conversation: str) -> None:

@@ -1,0 +1,8 @@
+"""Signals chat_ws sends."""
+
+from django.dispatch import Signal
+
+answer_orphaned = Signal()
+"""Sent (``asend``) when an answer resolves a question whose asker no longer waits anywhere,
+for example because its process died. Arguments: ``question`` (Question), ``answer`` (Answer).
+The answer is not lost: a receiver (such as a conversation runner) can continue from it."""
