@@ -24,6 +24,13 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_BYTES": 64 * 1024,  # bytes per incoming frame; larger frames close with 1009
     "MAX_NESTING": 32,  # levels of nested maps/vectors/sets in one incoming message
     "DEFAULT_CODEC": "edn",  # codec when the client offers no subprotocol: "edn" or "json"
+    "RATE_LIMIT": 30.0,  # messages per second per connection (token bucket refill rate)
+    "RATE_BURST": 60,  # messages a connection may send at once before the rate applies
+    "RATE_ABUSE_STRIKES": 50,  # refused messages in a row before the socket is closed (1008/4008)
+    # Security
+    "BIND_CLIENT_ID": True,  # bind a client-id to its first user or session; others are refused (4003)
+    "BINDING_TTL": 30 * 24 * 3600,  # seconds a binding outlives the client's last connection
+    "MAX_CONNECTIONS_PER_USER": None,  # open sockets per authenticated user; None for no limit
     # Questions
     "QUESTION_TIMEOUT": 24 * 3600,  # seconds an ask() waits when called with timeout=None
     "RECONNECT_GRACE": 60,  # seconds pending questions survive a dropped connection
@@ -37,6 +44,13 @@ DEFAULTS: dict[str, Any] = {
     # Application
     "HANDLER_MODULES": [],  # modules imported at start-up so their @handler functions register
     "LOADTEST": False,  # enable the built-in load-test conversation
+    # Sweep and operations
+    "SWEEP_INTERVAL": 60,  # seconds between sweeps of `chat_ws_sweep --loop` and the Celery beat entry
+    "SWEEP_LOCK_TTL": 60,  # seconds one sweep holds the sweep lock at most (crashed sweepers release it)
+    "SWEEP_BATCH": 1000,  # clients or questions per sweep step and pass; a larger backlog waits a pass
+    "HEALTH_TOKEN": None,  # bearer token that unlocks health counts and metrics; None: staff only
+    "HEALTH_TIMEOUT": 2.0,  # seconds each health probe (store, channel layer) may take
+    "HEALTH_REQUIRE_SWEEP": False,  # True: unhealthy when no sweep ran within 3 x SWEEP_INTERVAL
 }
 
 

@@ -12,8 +12,11 @@ from chat_ws import delivery, metrics, presence, protocol
 from chat_ws.codec import EDN, Codec, negotiate
 from chat_ws.conf import get_settings
 from chat_ws.dispatch import Context, dispatch
+from chat_ws.limits import TokenBucket
 from chat_ws.exceptions import (
+    WS_1008_POLICY_VIOLATION,
     WS_1009_MESSAGE_TOO_BIG,
+    WS_4008_POLICY_VIOLATION,
     WS_4009_MESSAGE_TOO_BIG,
     MalformedMessage,
 )
@@ -67,6 +70,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.client_id = client_id
         self.max_bytes: int = conf["MAX_MESSAGE_BYTES"]
         self.max_nesting: int = conf["MAX_NESTING"]
+        self.bucket = TokenBucket(conf["RATE_LIMIT"], conf["RATE_BURST"])
+        self.abuse_strikes: int = conf["RATE_ABUSE_STRIKES"]
         self.codec, subprotocol = negotiate(self.scope.get("subprotocols") or [], conf["DEFAULT_CODEC"])
         self.ctx = Context(client_id, self.channel_name, self.scope)
         self.sent_questions: set[str] = set()
@@ -92,6 +97,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Decode one frame and route it; bad input gets an error reply, never a crash."""
         try:
             if text_data is None:
+                if not self.bucket.allow():
+                    await self._refuse_flood()
+                    return
                 logger.info("binary frame from %s", self.client_id)
                 metrics.BAD_INPUT.labels(protocol.E_BINARY).inc()
                 await self.push(protocol.error_reply(protocol.E_BINARY, "send text frames"))
@@ -99,7 +107,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if too_big(text_data, self.max_bytes):
                 logger.info("frame over %d bytes from %s", self.max_bytes, self.client_id)
                 metrics.BAD_INPUT.labels("too-big").inc()
-                await self._close_too_big()
+                await self._close_with(WS_1009_MESSAGE_TOO_BIG, WS_4009_MESSAGE_TOO_BIG, "message-too-big")
+                return
+            if not self.bucket.allow():
+                await self._refuse_flood()
                 return
             try:
                 message = self.codec.decode(text_data, max_nesting=self.max_nesting)
@@ -127,12 +138,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.exception("cleanup after %s disconnected failed; the sweep will finish it", self.client_id)
 
-    async def _close_too_big(self) -> None:
-        self.close_reason = "message-too-big"
+    async def _refuse_flood(self) -> None:
+        metrics.BAD_INPUT.labels(protocol.E_RATE_LIMITED).inc()
+        if self.bucket.strikes >= self.abuse_strikes:
+            logger.warning("closing %s: %d messages over the rate limit", self.client_id, self.bucket.strikes)
+            await self._close_with(WS_1008_POLICY_VIOLATION, WS_4008_POLICY_VIOLATION, "rate-limited")
+            return
+        if self.bucket.strikes == 1:
+            logger.info("client %s is over the rate limit", self.client_id)
+        await self.push(protocol.error_reply(protocol.E_RATE_LIMITED, "too many messages; slow down"))
+
+    async def _close_with(self, code: int, fallback: int, reason: str) -> None:
+        """Close with a protocol code, or its 4xxx twin where the server refuses to send it."""
+        self.close_reason = reason
         try:
-            await self.close(WS_1009_MESSAGE_TOO_BIG)
+            await self.close(code)
         except Exception:  # daphne's autobahn sends only 1000 and 3000-4999 from applications
-            await self.close(WS_4009_MESSAGE_TOO_BIG)
+            await self.close(fallback)
+        self.is_closed = True
 
     # ------------------------------------------------------------------ delivery endpoint
     async def push(self, message: Message) -> None:

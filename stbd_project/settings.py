@@ -95,6 +95,10 @@ CHAT_WS = {
     "HANDLER_MODULES": ["stbd_project.interview.handlers"],
     "LOADTEST": True,
     "RECONNECT_GRACE": float(os.environ.get("CHAT_WS_RECONNECT_GRACE", "60")),
+    # Load tests answer thousands of questions per second on one socket: raise the limits there.
+    "RATE_LIMIT": float(os.environ.get("CHAT_WS_RATE_LIMIT", "30")),
+    "RATE_BURST": int(os.environ.get("CHAT_WS_RATE_BURST", "60")),
+    "HEALTH_TOKEN": os.environ.get("CHAT_WS_HEALTH_TOKEN") or None,
 }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
