@@ -92,7 +92,8 @@ else:
 CHAT_WS = {
     "REDIS_URL": REDIS_URL,
     "KEY_PREFIX": os.environ.get("CHAT_WS_PREFIX", "chat_ws"),
-    "HANDLER_MODULES": ["stbd_project.interview.handlers"],
+    "HANDLER_MODULES": ["stbd_project.interview.handlers"]
+    + [m for m in os.environ.get("CHAT_WS_EXTRA_HANDLERS", "").split(",") if m],
     "LOADTEST": True,
     "RECONNECT_GRACE": float(os.environ.get("CHAT_WS_RECONNECT_GRACE", "60")),
     # Load tests answer thousands of questions per second on one socket: raise the limits there.
