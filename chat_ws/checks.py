@@ -49,9 +49,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return problems
 
 
-@register("database", deploy=True)
+@register("database")
 def check_redis(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """Whether the Redis store answers (run by `check --database default` and `check --deploy`)."""
+    """Whether the Redis store answers (run by `migrate` and `check --database default`)."""
     conf = get_settings()
     url = conf.get("REDIS_URL")
     if not url or not conf["STORE"].endswith("RedisStore"):

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "RECONNECT_GRACE": 60,  # seconds pending questions survive a dropped connection
     "MAX_PENDING_PER_CLIENT": 100,  # pending questions one client may have at once
     "SETTLE_WAIT": 5,  # seconds an asker waits for a settlement already under way elsewhere
+    "QUESTION_CHECK_INTERVAL": 30,  # seconds between an asker's checks that its question still exists
     # Liveness
     "PING_INTERVAL": 30,  # seconds between browser pings (told to the browser client)
     "INACTIVITY_TIMEOUT": 600,  # seconds of silence before the sweep sends alive?

@@ -19,6 +19,7 @@ from chat_ws.exceptions import (
     WS_4008_POLICY_VIOLATION,
     WS_4009_MESSAGE_TOO_BIG,
     MalformedMessage,
+    StoreUnavailable,
 )
 from chat_ws.types import Message
 
@@ -76,11 +77,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.ctx = Context(client_id, self.channel_name, self.scope)
         self.sent_questions: set[str] = set()
         self._early: list[str] | None = []  # frames pushed before the handshake completes
-        group = delivery.group_name(client_id)
         try:
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.groups = [group]
             await presence.connected(self)
+        except StoreUnavailable as exc:
+            logger.warning("refusing %s: %s", client_id, exc)
+            delivery.unregister(self)
+            await self.close()
+            return
         except Exception:
             logger.exception("could not register client %s; refusing the handshake", client_id)
             delivery.unregister(self)
@@ -135,6 +138,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         metrics.OPEN_CONNECTIONS.dec()
         try:
             await presence.disconnected(self, code)
+        except StoreUnavailable as exc:
+            logger.warning("cleanup after %s disconnected failed (%s); the sweep will finish it", self.client_id, exc)
         except Exception:
             logger.exception("cleanup after %s disconnected failed; the sweep will finish it", self.client_id)
 

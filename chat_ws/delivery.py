@@ -10,7 +10,7 @@ from channels.layers import get_channel_layer
 
 from chat_ws import protocol
 from chat_ws.conf import setting
-from chat_ws.exceptions import ConfigurationError, InvalidMessage
+from chat_ws.exceptions import ConfigurationError, InvalidMessage, StoreUnavailable
 from chat_ws.types import Message
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,11 @@ def local(client_id: str) -> Endpoint | None:
     return _local.get(client_id)
 
 
+def endpoints() -> list[Endpoint]:
+    """The sockets this process serves."""
+    return list(_local.values())
+
+
 def local_count() -> int:
     """How many sockets this process serves."""
     return len(_local)
@@ -77,6 +82,22 @@ def layer() -> Any:
     return found
 
 
+def _unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) or type(exc).__module__.startswith("redis.")
+
+
+async def join(endpoint: Any) -> None:
+    """Add a socket to its client's group so that any process can reach it."""
+    group = group_name(endpoint.client_id)
+    try:
+        await layer().group_add(group, endpoint.channel_name)
+    except Exception as exc:
+        if _unreachable(exc):
+            raise StoreUnavailable(f"channel layer unreachable: {exc}") from exc
+        raise
+    endpoint.groups = [group]
+
+
 async def deliver(client_id: str, message: Message) -> None:
     """Send message to client_id's socket wherever it is; nothing happens when none is open."""
     protocol.outgoing(message)  # validate before anything leaves this process
@@ -88,6 +109,10 @@ async def deliver(client_id: str, message: Message) -> None:
         await layer().group_send(group_name(client_id), {"type": DELIVER_EVENT, "message": message})
     except TypeError as exc:  # the layer's serializer refused the payload
         raise InvalidMessage(f"message cannot cross the channel layer: {exc}") from exc
+    except Exception as exc:
+        if _unreachable(exc):
+            raise StoreUnavailable(f"channel layer unreachable: {exc}") from exc
+        raise
 
 
 async def close(client_id: str, code: int, reason: str) -> None:

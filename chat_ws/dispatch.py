@@ -12,7 +12,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from chat_ws import delivery, protocol
-from chat_ws.exceptions import MalformedMessage
+from chat_ws.exceptions import MalformedMessage, StoreUnavailable
 from chat_ws.types import Message
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,14 @@ async def _invoke(found: Handler, ctx: Context, message: Message) -> None:
             await ctx.reply(result)
     except asyncio.CancelledError:
         raise
+    except StoreUnavailable as exc:
+        logger.warning("%s from %s failed: %s", found.key, ctx.client_id, exc)
+        await _safe_reply(
+            ctx,
+            protocol.error_reply(
+                protocol.E_UNAVAILABLE, "the server cannot reach its store; retry later", **{"in-reply-to": found.key}
+            ),
+        )
     except MalformedMessage as exc:
         logger.info("bad %s message from %s: %s", found.key, ctx.client_id, exc)
         await _safe_reply(ctx, protocol.malformed_reply(exc, found.key))

@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from chat_ws import delivery, promises, sessions
+from chat_ws import delivery, promises, sessions, signals
 from chat_ws.conf import get_settings
 from chat_ws.exceptions import WS_4001_REPLACED, WS_4002_FORGOTTEN
 from chat_ws.store import get_store
@@ -22,6 +22,7 @@ async def connected(endpoint: Any) -> None:
     """Register a new socket for its client-id, replacing any older one, and re-send questions."""
     client_id = endpoint.client_id
     _cancel_grace(client_id)
+    await delivery.join(endpoint)
     previous_local = delivery.register(endpoint)
     previous = await get_store().open_connection(
         client_id, promises.server_id(), endpoint.channel_name, time.time()
@@ -91,8 +92,39 @@ async def _forget_if_still_gone(client_id: str, closed_at: float) -> None:
 
 
 async def touch(client_id: str) -> bool:
-    """Record that the client was heard from (ping, alive-confirm)."""
-    return await get_store().touch(client_id, time.time())
+    """Record that the client was heard from (ping, alive-confirm).
+
+    A socket served here whose record vanished (a Redis restart without persistence) is
+    registered again.
+    """
+    now = time.time()
+    if await get_store().touch(client_id, now):
+        return True
+    endpoint = delivery.local(client_id)
+    if endpoint is None:
+        return False
+    await _restore(endpoint, now)
+    return True
+
+
+async def _restore(endpoint: Any, now: float) -> None:
+    await delivery.join(endpoint)
+    await get_store().open_connection(endpoint.client_id, promises.server_id(), endpoint.channel_name, now)
+    logger.info("re-registered client %s after its records vanished", endpoint.client_id)
+
+
+async def restore_local(**kwargs: Any) -> int:
+    """Register again every socket of this process whose presence record is missing."""
+    restored = 0
+    now = time.time()
+    for endpoint in delivery.endpoints():
+        if await get_store().connection(endpoint.client_id) is None:
+            await _restore(endpoint, now)
+            restored += 1
+    return restored
+
+
+signals.store_recovered.connect(restore_local, dispatch_uid="chat_ws.presence.restore_local")
 
 
 async def forget(client_id: str, reason: str) -> int:

@@ -71,6 +71,7 @@ async def _listen(store: BaseStore) -> None:
 async def _on_notice(event: dict[str, Any]) -> None:
     """A settlement notice from another process, or a re-subscription after a Redis outage."""
     if event.get("event") == "resubscribed":
+        await signals.store_recovered.asend(sender=BaseStore)
         await _check_lost()
         return
     payload = event.get("payload")
@@ -184,6 +185,8 @@ async def ask(
         await store.add_question(question, max_pending=conf["MAX_PENDING_PER_CLIENT"])
         try:
             connection = await store.connection(client_id)
+            if connection is None and delivery.local(client_id) is not None:
+                connection = await store.connection(client_id) if await _reregister(client_id) else None
             if connection is None or (not connection.is_open and on_disconnect == "fail"):
                 if await store.take(p_key) is not None:
                     raise ClientGone(
@@ -205,13 +208,31 @@ async def ask(
     return _result(question, outcome, payload)
 
 
+async def _reregister(client_id: str) -> bool:
+    """The socket is here but its record vanished (store outage): let presence restore it."""
+    results = await signals.store_recovered.asend(sender=BaseStore)
+    return any(result for _, result in results)
+
+
 async def _await_settlement(
     future: asyncio.Future[tuple[str, Any]], question: Question, wait: float, settle_wait: float
 ) -> tuple[str, Any]:
-    try:
-        return await asyncio.wait_for(asyncio.shield(future), wait)
-    except asyncio.TimeoutError:
-        pass
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    check_every = float(get_settings()["QUESTION_CHECK_INTERVAL"])
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), min(remaining, check_every))
+        except asyncio.TimeoutError:
+            pass
+        if remaining > check_every and not await _still_pending(question):
+            try:  # settled at this very moment, or lost with the store's data
+                return await asyncio.wait_for(asyncio.shield(future), settle_wait)
+            except asyncio.TimeoutError:
+                return LOST, "the question vanished from the store (was Redis restarted or flushed?)"
     if await get_store().take(question.p_key) is not None:
         await _tell_forgotten(question)
         return TIMEOUT, f"no answer within {wait:g}s"
@@ -220,6 +241,13 @@ async def _await_settlement(
         return await asyncio.wait_for(future, settle_wait)
     except asyncio.TimeoutError:
         return LOST, "the question was settled elsewhere but its outcome never arrived"
+
+
+async def _still_pending(question: Question) -> bool:
+    try:
+        return await get_store().get_question(question.p_key) is not None
+    except StoreUnavailable:
+        return True  # cannot tell now; look again at the next check
 
 
 async def _tell_forgotten(question: Question) -> None:

@@ -33,6 +33,7 @@ E_HANDLER_FAILED = "handler-failed"
 E_NO_MATCHING_QUESTION = "no-matching-question"
 E_BAD_FIELD = "bad-field"
 E_RATE_LIMITED = "rate-limited"
+E_UNAVAILABLE = "store-unavailable"
 
 _DISPATCH_KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.?!*+<>=-]{0,63}\Z")
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")

@@ -6,3 +6,7 @@ answer_orphaned = Signal()
 """Sent (``asend``) when an answer resolves a question whose asker no longer waits anywhere,
 for example because its process died. Arguments: ``question`` (Question), ``answer`` (Answer).
 The answer is not lost: a receiver (such as a conversation runner) can continue from it."""
+
+store_recovered = Signal()
+"""Sent (``asend``) when the store answers again after an outage; presence re-registers the
+sockets of this process whose records were lost."""

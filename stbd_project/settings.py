@@ -77,7 +77,7 @@ REDIS_URL = os.environ.get("REDIS_URL") or None
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "chat_ws.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": os.environ.get("CHAT_WS_PREFIX", "chat_ws") + ":layer:",
@@ -100,6 +100,7 @@ CHAT_WS = {
     "RATE_LIMIT": float(os.environ.get("CHAT_WS_RATE_LIMIT", "30")),
     "RATE_BURST": int(os.environ.get("CHAT_WS_RATE_BURST", "60")),
     "HEALTH_TOKEN": os.environ.get("CHAT_WS_HEALTH_TOKEN") or None,
+    "QUESTION_CHECK_INTERVAL": float(os.environ.get("CHAT_WS_QUESTION_CHECK_INTERVAL", "30")),
 }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
