@@ -13,13 +13,18 @@ Internal representation, shared by both codecs and by every handler:
 On output the EDN codec writes :class:`Keyword` values, and the values of the fields in
 :data:`KEYWORD_FIELDS`, as keywords; everything else as EDN data. JSON writes keywords as
 strings, sets as arrays and datetimes as ISO-8601 strings (milliseconds, ``Z``).
+
+EDN input is read by :mod:`chat_ws.edn_reader`, which covers what clients send; a frame outside
+its subset is read by edn_format, the full EDN reader.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -28,8 +33,27 @@ from typing import Any, Protocol
 
 import edn_format
 
+from chat_ws.edn_reader import Keyword, Unsupported, clean_string
+from chat_ws.edn_reader import read as read_edn
 from chat_ws.exceptions import InvalidMessage, MalformedMessage
 from chat_ws.types import Message
+
+__all__ = [
+    "CODECS",
+    "EDN",
+    "EDN_SUBPROTOCOL",
+    "JSON",
+    "JSON_SUBPROTOCOL",
+    "KEYWORD_FIELDS",
+    "Codec",
+    "EdnCodec",
+    "JsonCodec",
+    "Keyword",
+    "format_inst",
+    "negotiate",
+]
+
+logger = logging.getLogger(__name__)
 
 JSON_SUBPROTOCOL = "chat_ws.json"
 EDN_SUBPROTOCOL = "chat_ws.edn"
@@ -48,15 +72,6 @@ KEYWORD_FIELDS = frozenset(
     }
 )
 """Fields whose string values the EDN codec writes as keywords (sets and lists element-wise)."""
-
-
-class Keyword(str):
-    """An EDN keyword value; equal to the plain string of its name."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f":{str(self)}"
 
 
 class Codec(Protocol):
@@ -107,22 +122,23 @@ def _from_edn(value: Any, depth: int, max_nesting: int) -> Any:
         raise MalformedMessage("too-deep", f"nesting exceeds {max_nesting} levels")
     if isinstance(value, edn_format.Keyword):
         return Keyword(value.name)
-    if isinstance(value, str):
-        return value
+    if isinstance(value, str):  # strings and edn_format.Char
+        return clean_string(str(value))
     if isinstance(value, bool) or value is None or isinstance(value, int):
         return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
+    if isinstance(value, (float, Decimal)):
+        number = float(value)  # a Decimal (1.5M) beyond a float's range becomes inf
+        if not math.isfinite(number):
             raise MalformedMessage("bad-number", "NaN and infinities are not accepted")
-        return value
-    if isinstance(value, Decimal):
-        return float(value)
+        return number
     if isinstance(value, Mapping):
         out: dict[Any, Any] = {}
         for k, v in value.items():
             if isinstance(k, edn_format.Keyword):
                 key: Any = k.name
-            elif isinstance(k, (str, int)) and not isinstance(k, bool):
+            elif isinstance(k, str):
+                key = clean_string(str(k))
+            elif isinstance(k, int) and not isinstance(k, bool):
                 key = k
             else:
                 raise MalformedMessage("bad-key", f"unsupported map key type {type(k).__name__}")
@@ -140,12 +156,89 @@ def _from_edn(value: Any, depth: int, max_nesting: int) -> Any:
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     if isinstance(value, uuid.UUID):
         return str(value)
-    if isinstance(value, (edn_format.Symbol, edn_format.Char)):
-        return str(value)
+    if isinstance(value, edn_format.Symbol):
+        return clean_string(str(value))
     raise MalformedMessage("unsupported", f"unsupported EDN value {type(value).__name__}")
 
 
-_KEYWORD_RE = re.compile(r"[A-Za-z*+!_?<>=.-][A-Za-z0-9*+!_?<>=.:#'/-]*\Z")
+# Brackets outside strings, comments and character literals, to bound nesting before parsing.
+_BRACKETS_RE = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"|;[^\n]*+|\\.|([\[({])|[\])}]', re.DOTALL)
+
+
+def _text_depth(text: str) -> int:
+    """The deepest bracket nesting of EDN text (over-counts only in text that is malformed anyway)."""
+    depth = deepest = 0
+    for match in _BRACKETS_RE.finditer(text):
+        token = match.group()
+        if match.group(1) is not None:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif token in ")]}":
+            depth -= 1
+    return deepest
+
+
+class _EdnParsers(threading.local):
+    """edn_format's own lexer and grammar, built once (per thread for the stateful parser).
+
+    ``edn_format.loads`` builds both on every call and, in a Python run without ``-O``, logs
+    the whole lexer specification at INFO each time; this builds them once, without a debug log.
+    """
+
+    lexer: Any = None
+    parser: Any = None
+
+
+_edn_parsers = _EdnParsers()
+
+
+def _parse_edn_forms(text: str) -> list[Any]:
+    """Every form in ``text``, as edn_format reads them."""
+    parsers = _edn_parsers
+    if parsers.parser is None:
+        try:
+            import ply.lex
+            import ply.yacc
+            from edn_format import edn_lex, edn_parse
+
+            parsers.lexer = ply.lex.lex(module=edn_lex, reflags=re.UNICODE, errorlog=ply.lex.NullLogger())
+            parsers.parser = ply.yacc.yacc(
+                module=edn_parse, debug=False, write_tables=False, errorlog=ply.yacc.NullLogger()
+            )
+        except Exception:  # another edn_format layout; its public entry point still works
+            logger.warning("cannot build edn_format's parser once; using edn_format.loads_all", exc_info=True)
+            parsers.parser = False
+    if parsers.parser is False:
+        return list(edn_format.loads_all(text))
+    return list(parsers.parser.parse(text, lexer=parsers.lexer.clone()))
+
+
+def _decode_with_edn_format(text: str, max_nesting: int) -> Message:
+    """Decode one EDN map with edn_format, the full EDN reader (the codec's original path)."""
+    if _text_depth(text) > max_nesting:
+        raise MalformedMessage("too-deep", f"nesting exceeds {max_nesting} levels")
+    try:
+        forms = _parse_edn_forms(text)
+    except RecursionError as exc:
+        raise MalformedMessage("too-deep", "nesting too deep to read") from exc
+    except Exception as exc:  # edn_format raises many types on bad input
+        raise MalformedMessage("malformed-edn", str(exc)[:200]) from exc
+    if len(forms) != 1:
+        raise MalformedMessage("malformed-edn", f"expected one form, got {len(forms)}")
+    try:
+        value = _from_edn(forms[0], 1, max_nesting)
+    except MalformedMessage:
+        raise
+    except RecursionError as exc:
+        raise MalformedMessage("too-deep", "nesting too deep to read") from exc
+    except Exception as exc:  # a value edn_format built but cannot be converted
+        raise MalformedMessage("unsupported", str(exc)[:200]) from exc
+    return _require_map(value)
+
+
+# Names written as keywords: readable by ClojureScript's reader and by edn_format (one "/" at most).
+_KEYWORD_RE = re.compile(r"[A-Za-z*+!_?<>=.-][A-Za-z0-9*+!_?<>=.:#-]*(?:/[A-Za-z0-9*+!_?<>=.:#-]+)?\Z")
 _EDN_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 _EDN_ESCAPE_RE = re.compile(r'["\\\x00-\x1f\x7f]')
 
@@ -158,10 +251,18 @@ def _edn_string(text: str) -> str:
     return '"' + _EDN_ESCAPE_RE.sub(repl, text) + '"'
 
 
+def _utc_millis(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.mmm`` in UTC (a naive datetime is taken as UTC); four-digit years."""
+    m = moment.astimezone(timezone.utc) if moment.tzinfo else moment
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+        f".{m.microsecond // 1000:03d}"
+    )
+
+
 def format_inst(moment: datetime) -> str:
     """RFC 3339 with milliseconds, as ClojureScript prints an #inst."""
-    moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}-00:00"
+    return _utc_millis(moment) + "-00:00"
 
 
 def _edn_keyword_or_string(text: str) -> str:
@@ -227,6 +328,10 @@ def _to_edn(value: Any, as_keyword: bool, out: list[str]) -> None:
         raise InvalidMessage(f"cannot encode {type(value).__name__} as EDN")
 
 
+_REREAD_REASONS = frozenset({"bad-key", "bad-set", "bad-string", "bad-number"})
+"""Errors of the fast reader that edn_format may not see (in a value a repeated key replaces)."""
+
+
 class EdnCodec:
     """EDN text frames, exactly as the original ClojureScript client reads and writes them."""
 
@@ -234,16 +339,19 @@ class EdnCodec:
     subprotocol: str | None = None
 
     def decode(self, text: str, *, max_nesting: int) -> Message:
-        """Decode one EDN map."""
+        """Decode one EDN map: the fast reader, or edn_format for text outside its subset."""
         try:
-            forms = edn_format.loads_all(text)
-        except RecursionError as exc:
-            raise MalformedMessage("too-deep", "nesting too deep to read") from exc
-        except Exception as exc:  # edn_format raises many types on bad input
-            raise MalformedMessage("malformed-edn", str(exc)[:200]) from exc
-        if len(forms) != 1:
-            raise MalformedMessage("malformed-edn", f"expected one form, got {len(forms)}")
-        return _require_map(_from_edn(forms[0], 1, max_nesting))
+            value = read_edn(text, max_nesting)
+        except Unsupported as exc:
+            logger.debug("EDN frame outside the fast reader's subset (%s); using edn_format", exc)
+            return _decode_with_edn_format(text, max_nesting)
+        except MalformedMessage as exc:
+            if exc.reason not in _REREAD_REASONS:
+                raise
+            # edn_format keeps only the last value of a repeated map key and never looks at the
+            # others, so a bad value there was accepted; let edn_format judge, as it always did.
+            return _decode_with_edn_format(text, max_nesting)
+        return _require_map(value)
 
     def encode(self, message: Message) -> str:
         """Encode one map as EDN text."""
@@ -263,8 +371,7 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=repr)
     if isinstance(value, datetime):
-        moment = value.astimezone(timezone.utc) if value.tzinfo else value
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        return _utc_millis(value) + "Z"
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, Decimal):
