@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from chat_ws import delivery, metrics, presence, protocol
+from chat_ws import delivery, metrics, presence, protocol, security
 from chat_ws.codec import EDN, Codec, negotiate
 from chat_ws.conf import get_settings
 from chat_ws.dispatch import Context, dispatch
@@ -78,6 +78,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.sent_questions: set[str] = set()
         self._early: list[str] | None = []  # frames pushed before the handshake completes
         try:
+            refused = await security.admit(self.scope, client_id, self.channel_name)
+            if refused is not None:
+                await self.accept(subprotocol)  # accept first so that the browser sees the code
+                await self.shut(refused, "refused")
+                return
             await presence.connected(self)
         except StoreUnavailable as exc:
             logger.warning("refusing %s: %s", client_id, exc)
@@ -136,6 +141,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not self.registered:
             return
         metrics.OPEN_CONNECTIONS.dec()
+        try:
+            await security.release(self.scope, self.channel_name)
+        except StoreUnavailable:
+            pass  # counted sockets age out
         try:
             await presence.disconnected(self, code)
         except StoreUnavailable as exc:

@@ -115,9 +115,14 @@ async def deliver(client_id: str, message: Message) -> None:
         raise
 
 
-async def close(client_id: str, code: int, reason: str) -> None:
-    """Close client_id's socket wherever it is."""
-    endpoint = _local.get(client_id)
+def detach(client_id: str) -> Endpoint | None:
+    """Stop delivering to client_id's local socket (it is about to close); return it."""
+    return _local.pop(client_id, None)
+
+
+async def close(client_id: str, code: int, reason: str, endpoint: Endpoint | None = None) -> None:
+    """Close client_id's socket wherever it is (endpoint: the local socket, already detached)."""
+    endpoint = endpoint or _local.pop(client_id, None)
     if endpoint is not None:
         await endpoint.shut(code, reason)
         return

@@ -12,6 +12,7 @@ WS_1011_INTERNAL_ERROR = 1011
 WS_4001_REPLACED = 4001  # another connection with the same client-id took over
 WS_4002_FORGOTTEN = 4002  # the server forgot the client (close-channel, sweep, admin)
 WS_4003_CLIENT_ID_BOUND = 4003  # the client-id belongs to another user or session
+WS_4004_TOO_MANY_CONNECTIONS = 4004  # the user already holds MAX_CONNECTIONS_PER_USER sockets
 WS_4008_POLICY_VIOLATION = 4008  # 1008 where the server cannot send 1008 (rate abuse under daphne)
 WS_4009_MESSAGE_TOO_BIG = 4009  # 1009 where the server cannot send 1009 (autobahn under daphne)
 

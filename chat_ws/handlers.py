@@ -28,7 +28,6 @@ async def alive_confirm(ctx: Context, message: Message) -> None:
 @handler(protocol.DOMAIN_EXPERT_SAYS, inline=True)
 async def domain_expert_says(ctx: Context, message: Message) -> Message:
     """An answer: resolve the most recent pending question it names."""
-    await presence.touch(ctx.client_id)
     question = await promises.answer(ctx.client_id, message)
     if question is None:
         return protocol.error_reply(

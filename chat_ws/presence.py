@@ -103,14 +103,16 @@ async def touch(client_id: str) -> bool:
     endpoint = delivery.local(client_id)
     if endpoint is None:
         return False
-    await _restore(endpoint, now)
-    return True
+    return await _restore(endpoint, now)
 
 
-async def _restore(endpoint: Any, now: float) -> None:
+async def _restore(endpoint: Any, now: float) -> bool:
+    if endpoint.is_closed:
+        return False
     await delivery.join(endpoint)
     await get_store().open_connection(endpoint.client_id, promises.server_id(), endpoint.channel_name, now)
     logger.info("re-registered client %s after its records vanished", endpoint.client_id)
+    return True
 
 
 async def restore_local(**kwargs: Any) -> int:
@@ -118,8 +120,7 @@ async def restore_local(**kwargs: Any) -> int:
     restored = 0
     now = time.time()
     for endpoint in delivery.endpoints():
-        if await get_store().connection(endpoint.client_id) is None:
-            await _restore(endpoint, now)
+        if await get_store().connection(endpoint.client_id) is None and await _restore(endpoint, now):
             restored += 1
     return restored
 
@@ -133,8 +134,9 @@ async def forget(client_id: str, reason: str) -> int:
     Returns how many pending questions were rejected.
     """
     _cancel_grace(client_id)
+    endpoint = delivery.detach(client_id)  # nothing may re-register it while it is forgotten
     questions = await get_store().forget_client(client_id)
-    await delivery.close(client_id, WS_4002_FORGOTTEN, reason)
+    await delivery.close(client_id, WS_4002_FORGOTTEN, reason, endpoint)
     await sessions.close_client_sessions(client_id, reason)
     for question in questions:  # askers wake last, when every trace is already gone
         await promises.settle(question, promises.GONE, reason)

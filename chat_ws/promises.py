@@ -182,21 +182,18 @@ async def ask(
     future: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
     _waiters[p_key] = future
     try:
-        await store.add_question(question, max_pending=conf["MAX_PENDING_PER_CLIENT"])
-        try:
-            connection = await store.connection(client_id)
-            if connection is None and delivery.local(client_id) is not None:
-                connection = await store.connection(client_id) if await _reregister(client_id) else None
-            if connection is None or (not connection.is_open and on_disconnect == "fail"):
-                if await store.take(p_key) is not None:
-                    raise ClientGone(
-                        f"client {client_id} is not connected", p_key=p_key, client_id=client_id
-                    )
-            elif connection.is_open:
+        max_pending = conf["MAX_PENDING_PER_CLIENT"]
+        state, stored = await store.ask_question(question, max_pending=max_pending)
+        if state == "none" and delivery.local(client_id) is not None and await _reregister(client_id):
+            state, stored = await store.ask_question(question, max_pending=max_pending)
+        if stored is None:
+            raise ClientGone(f"client {client_id} is not connected", p_key=p_key, client_id=client_id)
+        if state == "open":
+            try:
                 await delivery.deliver(client_id, question_message)
-        except (InvalidMessage, StoreUnavailable):
-            await store.take(p_key)
-            raise
+            except (InvalidMessage, StoreUnavailable):
+                await store.take(p_key)
+                raise
         logger.debug("asked %s of %s in %s", p_key, client_id, conversation)
         metrics.QUESTIONS.labels("asked").inc()
         outcome, payload = await _await_settlement(future, question, wait, conf["SETTLE_WAIT"])

@@ -21,7 +21,7 @@ def application() -> Any:
 class Comm:
     """One client speaking EDN (or JSON) to a ChatConsumer in this process."""
 
-    def __init__(self, client_id: str | None = None, *, json: bool = False) -> None:
+    def __init__(self, client_id: str | None = None, *, json: bool = False, scope: dict[str, Any] | None = None) -> None:
         self.client_id = client_id or str(uuid.uuid4())
         self.codec = JSON if json else EDN
         self.comm = WebsocketCommunicator(
@@ -29,7 +29,17 @@ class Comm:
             f"/ws?client-id={self.client_id}",
             subprotocols=[JSON_SUBPROTOCOL] if json else None,
         )
+        self.comm.scope.update(scope or {})
         self.p_keys: set[str] = set()
+
+    async def try_connect(self) -> tuple[bool, int | None]:
+        """Connect; return whether the server accepted and, when it closed at once, the code."""
+        connected, code = await self.comm.connect(timeout=TIMEOUT)
+        if connected:
+            event = await self.comm.receive_output(TIMEOUT) if not await self.comm.receive_nothing(0.05) else None
+            if event is not None and event["type"] == "websocket.close":
+                return False, event.get("code")
+        return connected, code
 
     async def connect(self) -> Comm:
         connected, _ = await self.comm.connect(timeout=TIMEOUT)

@@ -204,3 +204,34 @@ async def test_redis_keys_use_prefix_and_have_ttls(store: Any, key_prefix: str) 
     without_ttl = {k for k in ours if await store.redis.pttl(k) == -1}
     documented = {f"{key_prefix}:seq", f"{key_prefix}:idx:q", f"{key_prefix}:idx:seen", f"{key_prefix}:idx:closed"}
     assert without_ttl <= documented
+
+
+async def test_claim_binds_to_the_first_owner(store: Any) -> None:
+    assert await store.claim("bind:c1", "session:a", 60) == "session:a"
+    assert await store.claim("bind:c1", "session:b", 60) == "session:a"
+    assert await store.claim("bind:c1", "session:a", 60) == "session:a"
+    assert await store.claim("bind:c2", "session:b", 60) == "session:b"
+
+
+async def test_admit_socket_counts_and_forgets_stale(store: Any) -> None:
+    assert await store.admit_socket("user:1", "ch1", limit=2, now=100.0, max_age=50)
+    assert await store.admit_socket("user:1", "ch2", limit=2, now=101.0, max_age=50)
+    assert not await store.admit_socket("user:1", "ch3", limit=2, now=102.0, max_age=50)
+    assert await store.admit_socket("user:1", "ch2", limit=2, now=103.0, max_age=50)  # already counted
+    await store.release_socket("user:1", "ch1")
+    assert await store.admit_socket("user:1", "ch3", limit=2, now=104.0, max_age=50)
+    assert await store.admit_socket("user:1", "ch4", limit=2, now=200.0, max_age=50)  # the others are stale
+
+
+async def test_ask_question_needs_a_known_client(store: Any) -> None:
+    assert await store.ask_question(question("p0"), max_pending=10) == ("none", None)
+    await store.open_connection("c1", "s", "ch", 100.0)
+    state, stored = await store.ask_question(question("p1"), max_pending=10)
+    assert state == "open" and stored is not None and stored.seq > 0
+    await store.close_connection("c1", "ch", 101.0)
+    state, stored = await store.ask_question(question("p2"), max_pending=10)
+    assert state == "closed" and stored is not None
+    assert await store.ask_question(question("p3", on_disconnect="fail"), max_pending=10) == ("closed", None)
+    with pytest.raises(TooManyPending):
+        await store.ask_question(question("p4"), max_pending=2)
+    assert [q.p_key for q in await store.pending()] == ["p1", "p2"]

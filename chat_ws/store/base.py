@@ -46,6 +46,15 @@ class BaseStore(ABC):
         """Store a question, giving it its seq; raise TooManyPending past max_pending."""
 
     @abstractmethod
+    async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
+        """Store a question only for a known client, in one atomic step.
+
+        Returns the client's presence state ("open", "closed" or "none") and the stored question,
+        or None when the client is unknown, or disconnected and the question is fail-fast.
+        Raises TooManyPending past max_pending.
+        """
+
+    @abstractmethod
     async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
         """Remove and return the most recent question of client_id whose key is in p_keys."""
 
@@ -128,6 +137,18 @@ class BaseStore(ABC):
         """Release a lock held by owner."""
 
     @abstractmethod
+    async def claim(self, name: str, owner: str, ttl: float) -> str:
+        """Bind name to owner unless it is bound already (refreshing the TTL); return its owner."""
+
+    @abstractmethod
+    async def admit_socket(self, name: str, member: str, *, limit: int, now: float, max_age: float) -> bool:
+        """Count member among name's open sockets unless limit are open; False when refused."""
+
+    @abstractmethod
+    async def release_socket(self, name: str, member: str) -> None:
+        """Stop counting member among name's open sockets."""
+
+    @abstractmethod
     async def set_value(self, name: str, value: str, ttl: float | None) -> None:
         """Store a small named value (last sweep time, heartbeats)."""
 
@@ -149,6 +170,49 @@ class BaseStore(ABC):
 
     async def close(self) -> None:
         """Release connections held by this store."""
+
+    # ------------------------------------------------------------------ sweep and health
+    @abstractmethod
+    async def get_connections(self, client_ids: list[str]) -> list[Connection]:
+        """Presence records of several clients at once; missing ones are left out."""
+
+    @abstractmethod
+    async def evict(
+        self, client_id: str, *, alive_sent_at: float | None = None, closed_at: float | None = None
+    ) -> bool:
+        """Drop the client's presence record only if it is still in the state the caller saw.
+
+        With ``alive_sent_at``: still open and marked at that time; with ``closed_at``: still
+        disconnected since that time. True when this call dropped it: of two sweeps, one wins.
+        """
+
+    @abstractmethod
+    async def seen_since(self, after: float, limit: int = 1000) -> list[Connection]:
+        """Records (open or in grace) last heard from after the given time, oldest first."""
+
+    @abstractmethod
+    async def count_expired(self, now: float) -> int:
+        """How many questions have passed their expiry time; nothing is removed."""
+
+    @abstractmethod
+    async def orphaned_clients(self, limit: int = 1000) -> list[str]:
+        """Client-ids that have pending questions but no presence record."""
+
+    @abstractmethod
+    async def take_orphaned(self, client_id: str) -> list[Question]:
+        """Remove and return the client's questions if it has no presence record (atomic)."""
+
+    @abstractmethod
+    async def prune_indexes(self, *, remove: bool = True) -> int:
+        """Count, and unless told not to remove, index members whose record expired."""
+
+    @abstractmethod
+    async def stats(self) -> StoreStats:
+        """Counts for the health report."""
+
+    @abstractmethod
+    async def delete_value(self, name: str) -> None:
+        """Remove a small named value."""
 
 
 def question_to_json(question: Question) -> str:
@@ -176,3 +240,13 @@ def question_from_json(text: str | bytes) -> Question:
 
     data = json.loads(text)
     return Question(**data)
+
+
+@dataclass
+class StoreStats:
+    """What a store holds right now, for the health report."""
+
+    open_connections: int  # presence records of connected clients
+    closed_connections: int  # presence records of clients within their reconnect grace
+    questions: int  # pending questions
+    oldest_asked_at: float | None  # unix seconds of the oldest pending question

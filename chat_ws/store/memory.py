@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from chat_ws.exceptions import TooManyPending
-from chat_ws.store.base import BaseStore, Connection, SettlementCallback
+from chat_ws.store.base import BaseStore, Connection, SettlementCallback, StoreStats
 from chat_ws.types import Question
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ class MemoryStore(BaseStore):
         self._connections: dict[str, Connection] = {}
         self._values: dict[str, tuple[str, float | None]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
+        self._sockets: dict[str, dict[str, float]] = {}
         self._seq = itertools.count(1)
         self._callbacks: dict[str, SettlementCallback] = {}
 
@@ -55,6 +56,13 @@ class MemoryStore(BaseStore):
         self._questions[stored.p_key] = stored
         keys[stored.p_key] = stored.seq
         return copy.copy(stored)
+
+    async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
+        record = self._connections.get(question.client_id)
+        state = "none" if record is None else ("open" if record.closed_at is None else "closed")
+        if state == "none" or (state == "closed" and question.on_disconnect == "fail"):
+            return state, None
+        return state, await self.add_question(question, max_pending=max_pending)
 
     async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
         keys = self._by_client.get(client_id)
@@ -167,6 +175,29 @@ class MemoryStore(BaseStore):
         if held is not None and held[0] == owner:
             del self._locks[name]
 
+    async def claim(self, name: str, owner: str, ttl: float) -> str:
+        holder = await self.get_value("claim:" + name)
+        if holder is None or holder == owner:
+            await self.set_value("claim:" + name, owner, ttl)
+            return owner
+        return holder
+
+    async def admit_socket(self, name: str, member: str, *, limit: int, now: float, max_age: float) -> bool:
+        members = self._sockets.setdefault(name, {})
+        for stale in [m for m, at in members.items() if at < now - max_age]:
+            del members[stale]
+        if member not in members and len(members) >= limit:
+            return False
+        members[member] = now
+        return True
+
+    async def release_socket(self, name: str, member: str) -> None:
+        members = self._sockets.get(name)
+        if members is not None:
+            members.pop(member, None)
+            if not members:
+                del self._sockets[name]
+
     async def set_value(self, name: str, value: str, ttl: float | None) -> None:
         self._values[name] = (value, None if ttl is None else time.monotonic() + ttl)
 
@@ -194,3 +225,56 @@ class MemoryStore(BaseStore):
 
     async def check(self) -> bool:
         return True
+
+    # ------------------------------------------------------------------ sweep and health
+    async def get_connections(self, client_ids: list[str]) -> list[Connection]:
+        found = (self._connections.get(client_id) for client_id in client_ids)
+        return [copy.copy(c) for c in found if c is not None]
+
+    async def evict(
+        self, client_id: str, *, alive_sent_at: float | None = None, closed_at: float | None = None
+    ) -> bool:
+        if (alive_sent_at is None) == (closed_at is None):
+            raise ValueError("evict() needs exactly one of alive_sent_at and closed_at")
+        record = self._connections.get(client_id)
+        if record is None:
+            return False
+        if alive_sent_at is not None:
+            still = record.closed_at is None and record.alive_sent_at == alive_sent_at
+        else:
+            still = record.closed_at == closed_at
+        if still:
+            del self._connections[client_id]
+        return still
+
+    async def seen_since(self, after: float, limit: int = 1000) -> list[Connection]:
+        found = sorted(
+            (c for c in self._connections.values() if c.last_seen > after), key=lambda c: c.last_seen
+        )
+        return [copy.copy(c) for c in found[:limit]]
+
+    async def count_expired(self, now: float) -> int:
+        return sum(1 for q in self._questions.values() if q.expires_at <= now)
+
+    async def orphaned_clients(self, limit: int = 1000) -> list[str]:
+        return [c for c in self._by_client if c not in self._connections][:limit]
+
+    async def take_orphaned(self, client_id: str) -> list[Question]:
+        if client_id in self._connections:
+            return []
+        return await self.take_client(client_id)
+
+    async def prune_indexes(self, *, remove: bool = True) -> int:
+        return 0  # records here never expire on their own, so no index outlives its record
+
+    async def stats(self) -> StoreStats:
+        closed = sum(1 for c in self._connections.values() if c.closed_at is not None)
+        return StoreStats(
+            open_connections=len(self._connections) - closed,
+            closed_connections=closed,
+            questions=len(self._questions),
+            oldest_asked_at=min((q.asked_at for q in self._questions.values()), default=None),
+        )
+
+    async def delete_value(self, name: str) -> None:
+        self._values.pop(name, None)

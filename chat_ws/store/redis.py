@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -27,6 +29,7 @@ from chat_ws.store.base import (
     BaseStore,
     Connection,
     SettlementCallback,
+    StoreStats,
     question_from_json,
     question_to_json,
 )
@@ -57,7 +60,12 @@ class _LoopState:
 
     def __init__(self, url: str, pool_size: int) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=pool_size, timeout=10, health_check_interval=30
+            url,
+            max_connections=pool_size,
+            timeout=10,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 4),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         self.client = aioredis.Redis(connection_pool=pool)
         self.scripts: dict[str, Any] = {}
@@ -126,30 +134,41 @@ class RedisStore(BaseStore):
     # ------------------------------------------------------------------ questions
     @_unavailable
     async def add_question(self, question: Question, *, max_pending: int) -> Question:
-        rec = await self._run(
-            scripts.ADD_QUESTION,
-            [
-                self.key("q", question.p_key),
-                self.key("cq", question.client_id),
-                self.key("cv", question.client_id, question.conversation),
-                self.key("idx", "q"),
-                self.key("seq"),
-            ],
-            [
-                question_to_json(question),
-                question.p_key,
-                repr(question.expires_at),
-                self._question_ttl_ms(question),
-                max_pending,
-            ],
-        )
-        if rec is None:
+        state, stored = await self._add(question, max_pending, None)
+        assert stored is not None
+        return stored
+
+    @_unavailable
+    async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
+        return await self._add(question, max_pending, question.on_disconnect)
+
+    async def _add(self, question: Question, max_pending: int, mode: str | None) -> tuple[str, Question | None]:
+        keys = [
+            self.key("q", question.p_key),
+            self.key("cq", question.client_id),
+            self.key("cv", question.client_id, question.conversation),
+            self.key("idx", "q"),
+            self.key("seq"),
+        ]
+        args: list[Any] = [
+            question_to_json(question),
+            question.p_key,
+            repr(question.expires_at),
+            self._question_ttl_ms(question),
+            max_pending,
+        ]
+        if mode is not None:
+            keys.append(self.key("conn", question.client_id))
+            args.append(mode)
+        state, rec = await self._run(scripts.ADD_QUESTION, keys, args)
+        state = state.decode()
+        if state == "full":
             raise TooManyPending(
                 f"client already has {max_pending} pending questions",
                 p_key=question.p_key,
                 client_id=question.client_id,
             )
-        return question_from_json(rec)
+        return state, question_from_json(rec) if rec else None
 
     @_unavailable
     async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
@@ -314,6 +333,24 @@ class RedisStore(BaseStore):
         await self._run(scripts.RELEASE_LOCK, [self.key("lock", name)], [owner])
 
     @_unavailable
+    async def claim(self, name: str, owner: str, ttl: float) -> str:
+        holder = await self._run(scripts.CLAIM, [self.key("claim", name)], [owner, int(ttl * 1000)])
+        return holder.decode() if isinstance(holder, bytes) else str(holder)
+
+    @_unavailable
+    async def admit_socket(self, name: str, member: str, *, limit: int, now: float, max_age: float) -> bool:
+        done = await self._run(
+            scripts.ADMIT_SOCKET,
+            [self.key("sockets", name)],
+            [member, repr(now), repr(now - max_age), limit, int(max_age * 1000)],
+        )
+        return bool(done)
+
+    @_unavailable
+    async def release_socket(self, name: str, member: str) -> None:
+        await self.redis.zrem(self.key("sockets", name), member)
+
+    @_unavailable
     async def set_value(self, name: str, value: str, ttl: float | None) -> None:
         px = None if ttl is None else max(1, int(ttl * 1000))
         await self.redis.set(self.key("val", name), value, px=px)
@@ -403,6 +440,131 @@ class RedisStore(BaseStore):
         async for key in self.redis.scan_iter(match=f"{self.prefix}:*", count=500):
             deleted += await self.redis.delete(key)
         return deleted
+
+    # ------------------------------------------------------------------ sweep and health
+    SCAN_PAGE = 500  # index members one sweep or health script call examines (keeps calls short)
+
+    @staticmethod
+    def _names(members: Any) -> list[str]:
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    @_unavailable
+    async def get_connections(self, client_ids: list[str]) -> list[Connection]:
+        if not client_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for client_id in client_ids:
+                pipe.hgetall(self.key("conn", client_id))
+            rows = await pipe.execute()
+        found = (self._connection(cid, row) for cid, row in zip(client_ids, rows))
+        return [c for c in found if c is not None]
+
+    @_unavailable
+    async def evict(
+        self, client_id: str, *, alive_sent_at: float | None = None, closed_at: float | None = None
+    ) -> bool:
+        if (alive_sent_at is None) == (closed_at is None):
+            raise ValueError("evict() needs exactly one of alive_sent_at and closed_at")
+        field, value = ("alive_sent_at", alive_sent_at) if closed_at is None else ("closed_at", closed_at)
+        done = await self._run(
+            scripts.EVICT, self._presence_keys(client_id), [client_id, field, repr(value)]
+        )
+        return bool(done)
+
+    @_unavailable
+    async def seen_since(self, after: float, limit: int = 1000) -> list[Connection]:
+        low = f"({after!r}"
+        ids = self._names(
+            await self.redis.zrangebyscore(self.key("idx", "seen"), low, "+inf", start=0, num=limit)
+        )
+        # closed_at >= last_seen, so a closed record heard from after `after` closed after it too
+        ids += self._names(
+            await self.redis.zrangebyscore(self.key("idx", "closed"), low, "+inf", start=0, num=limit)
+        )
+        records = await self.get_connections(ids)
+        found = sorted((c for c in records if c.last_seen > after), key=lambda c: c.last_seen)
+        return found[:limit]
+
+    @_unavailable
+    async def count_expired(self, now: float) -> int:
+        return int(await self.redis.zcount(self.key("idx", "q"), "-inf", repr(now)))
+
+    @_unavailable
+    async def orphaned_clients(self, limit: int = 1000) -> list[str]:
+        found: list[str] = []
+        start = 0
+        while len(found) < limit:
+            examined, orphans = await self._run(
+                scripts.ORPHANED_CLIENTS,
+                [self.key("idx", "q")],
+                [self.prefix, start, start + self.SCAN_PAGE - 1],
+            )
+            for raw in orphans:
+                client_id = raw.decode()
+                if client_id not in found:
+                    found.append(client_id)
+            if examined < self.SCAN_PAGE:
+                break
+            start += self.SCAN_PAGE
+        return found[:limit]
+
+    @_unavailable
+    async def take_orphaned(self, client_id: str) -> list[Question]:
+        records = await self._run(
+            scripts.TAKE_ORPHANED,
+            [self.key("cq", client_id), self.key("conn", client_id)],
+            [self.prefix],
+        )
+        return self._questions(records)
+
+    @_unavailable
+    async def prune_indexes(self, *, remove: bool = True) -> int:
+        total = 0
+        for index, kind in (("seen", "conn"), ("closed", "conn"), ("q", "q")):
+            start = 0
+            while True:
+                examined, dead = await self._run(
+                    scripts.PRUNE,
+                    [self.key("idx", index)],
+                    [self.prefix, kind, start, start + self.SCAN_PAGE - 1, int(remove)],
+                )
+                total += dead
+                if examined < self.SCAN_PAGE:
+                    break
+                start += self.SCAN_PAGE - (dead if remove else 0)
+        return total
+
+    @_unavailable
+    async def stats(self) -> StoreStats:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.key("idx", "seen"))
+            pipe.zcard(self.key("idx", "closed"))
+            pipe.zcard(self.key("idx", "q"))
+            open_count, closed_count, questions = await pipe.execute()
+        oldest: float | None = None
+        start = 0
+        while questions:
+            examined, found = await self._run(
+                scripts.OLDEST_ASKED,
+                [self.key("idx", "q")],
+                [self.prefix, start, start + self.SCAN_PAGE - 1],
+            )
+            if found is not None:
+                value = float(found)
+                oldest = value if oldest is None else min(oldest, value)
+            if examined < self.SCAN_PAGE:
+                break
+            start += self.SCAN_PAGE
+        return StoreStats(
+            open_connections=int(open_count),
+            closed_connections=int(closed_count),
+            questions=int(questions),
+            oldest_asked_at=oldest,
+        )
+
+    @_unavailable
+    async def delete_value(self, name: str) -> None:
+        await self.redis.delete(self.key("val", name))
 
 
 async def _call(callback: SettlementCallback, event: dict[str, Any]) -> None:

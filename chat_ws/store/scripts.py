@@ -20,9 +20,20 @@ local function take(prefix, pk)
 end
 """
 
-# KEYS: q, cq, cv, idx:q, seq   ARGV: record-json, p_key, expires_at, ttl_ms, max_pending
+# KEYS: q, cq, cv, idx:q, seq[, conn]   ARGV: record-json, p_key, expires_at, ttl_ms, max_pending[, mode]
+# With conn and mode ("hold"/"fail") the question is stored only for a known client: returns
+# {state, record} where state is 'open', 'closed' or 'none' (record false when not stored).
 ADD_QUESTION = """
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return false end
+local state = 'open'
+if KEYS[6] then
+  if redis.call('EXISTS', KEYS[6]) == 0 then
+    state = 'none'
+  elseif redis.call('HEXISTS', KEYS[6], 'closed_at') == 1 then
+    state = 'closed'
+  end
+  if state == 'none' or (state == 'closed' and ARGV[6] == 'fail') then return {state, false} end
+end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return {'full', false} end
 local seq = redis.call('INCR', KEYS[5])
 local rec = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
 redis.call('SET', KEYS[1], rec, 'PX', ARGV[4])
@@ -31,7 +42,7 @@ redis.call('ZADD', KEYS[3], seq, ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
 if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
-return rec
+return {state, rec}
 """
 
 # KEYS: cq   ARGV: prefix, p_key...
@@ -155,8 +166,106 @@ return out
 """
 )
 
+# KEYS: claim   ARGV: owner, ttl_ms
+CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if not holder or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return holder
+"""
+
+# KEYS: sockets   ARGV: member, now, stale_before, limit, ttl_ms
+ADMIT_SOCKET = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
 # KEYS: lock   ARGV: owner
 RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# Sweep and health --------------------------------------------------------------------------
+
+# KEYS: conn, idx:seen, idx:closed   ARGV: client_id, field ('alive_sent_at'|'closed_at'), value
+# Drops the record only while the field still holds the value the sweep read: of two sweeps that
+# read the same record, exactly one drops it.
+EVICT = """
+local v = redis.call('HGET', KEYS[1], ARGV[2])
+if not v or tonumber(v) ~= tonumber(ARGV[3]) then return 0 end
+if ARGV[2] == 'alive_sent_at' and redis.call('HEXISTS', KEYS[1], 'closed_at') == 1 then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: idx:q   ARGV: prefix, start, stop
+# Returns {members examined, client-ids of those questions that have no presence record}.
+ORPHANED_CLIENTS = """
+local members = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3])
+local out, seen = {}, {}
+for _, pk in ipairs(members) do
+  local rec = redis.call('GET', ARGV[1] .. ':q:' .. pk)
+  if rec then
+    local cid = cjson.decode(rec)['client_id']
+    if not seen[cid] then
+      seen[cid] = true
+      if redis.call('EXISTS', ARGV[1] .. ':conn:' .. cid) == 0 then table.insert(out, cid) end
+    end
+  end
+end
+return {#members, out}
+"""
+
+# KEYS: cq, conn   ARGV: prefix
+TAKE_ORPHANED = (
+    _TAKE
+    + """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+local out = {}
+for _, pk in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local taken = take(ARGV[1], pk)
+  if taken then table.insert(out, taken) else redis.call('ZREM', KEYS[1], pk) end
+end
+return out
+"""
+)
+
+# KEYS: index   ARGV: prefix, record kind ('conn'|'q'), start, stop, remove ('1'|'0')
+# Returns {members examined, members whose record is gone}.
+PRUNE = """
+local members = redis.call('ZRANGE', KEYS[1], ARGV[3], ARGV[4])
+local dead = 0
+for _, m in ipairs(members) do
+  if redis.call('EXISTS', ARGV[1] .. ':' .. ARGV[2] .. ':' .. m) == 0 then
+    dead = dead + 1
+    if ARGV[5] == '1' then redis.call('ZREM', KEYS[1], m) end
+  end
+end
+return {#members, dead}
+"""
+
+# KEYS: idx:q   ARGV: prefix, start, stop
+# Returns {members examined, smallest asked_at among them as a string, or false}.
+OLDEST_ASKED = """
+local members = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3])
+local oldest = false
+for _, pk in ipairs(members) do
+  local rec = redis.call('GET', ARGV[1] .. ':q:' .. pk)
+  if rec then
+    local asked = tonumber(cjson.decode(rec)['asked_at'])
+    if asked and (not oldest or asked < oldest) then oldest = asked end
+  end
+end
+if oldest then return {#members, string.format('%.6f', oldest)} end
+return {#members, false}
 """
