@@ -1,4 +1,4 @@
-"""The public API of chat_ws: ask, send, forget, pending, cancel, handler, with sync twins."""
+"""The public API of chat_ws: ask, send, forget, pending, cancel, handler, health, with sync twins."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from chat_ws import delivery, presence, promises
+from chat_ws import health as _health
 from chat_ws.dispatch import Context, handler
+from chat_ws.health import HealthReport
 from chat_ws.types import Answer, Message, OnDisconnect, Question
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "forget",
     "forget_sync",
     "handler",
+    "health",
+    "health_sync",
     "pending",
     "pending_sync",
     "send",
@@ -86,3 +90,14 @@ send_sync = async_to_sync(send)
 forget_sync = async_to_sync(forget)
 pending_sync = async_to_sync(pending)
 cancel_sync = async_to_sync(cancel)
+
+
+async def health() -> HealthReport:
+    """Check the store and the channel layer and count clients and questions; never raises.
+
+    ``report.healthy`` is the verdict; ``report.as_dict()`` is what the health endpoint serves.
+    """
+    return await _health.health()
+
+
+health_sync = async_to_sync(health)

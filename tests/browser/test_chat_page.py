@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from typing import Any
 
 import pytest
@@ -260,7 +259,4 @@ async def test_screenshot_of_a_finished_interview(live_servers: Any, context: An
     out = ROOT / "test-results" / "chat-finished.png"
     out.parent.mkdir(exist_ok=True)
     await chat.page.screenshot(path=str(out), animations="disabled")
-    docs = ROOT / "docs"
-    docs.mkdir(exist_ok=True)
-    shutil.copyfile(out, docs / "chat-demo.png")
-    assert out.stat().st_size > 10_000
+    assert out.stat().st_size > 10_000  # docs/chat-demo.png is a copy taken by hand
