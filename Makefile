@@ -20,6 +20,7 @@ run: install
 	$(BIN)/daphne -b $(HOST) -p $(PORT) stbd_project.asgi:application
 
 test: install
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test-js
 

@@ -24,12 +24,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="chat_ws.W001",
             )
         )
-    for key in ("MAX_MESSAGE_BYTES", "MAX_NESTING", "MAX_PENDING_PER_CLIENT", "QUESTION_TIMEOUT"):
+    positive = (
+        "MAX_MESSAGE_BYTES", "MAX_NESTING", "MAX_PENDING_PER_CLIENT", "QUESTION_TIMEOUT", "RECONNECT_GRACE",
+        "RATE_LIMIT", "RATE_BURST", "RATE_ABUSE_STRIKES", "QUESTION_CHECK_INTERVAL", "SETTLE_WAIT",
+        "INACTIVITY_TIMEOUT", "ALIVE_RESPONSE_TIMEOUT", "SWEEP_INTERVAL", "SWEEP_LOCK_TTL", "SWEEP_BATCH",
+        "HEALTH_TIMEOUT", "BINDING_TTL", "REDIS_POOL_SIZE",
+    )
+    for key in positive:
         value = conf[key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             problems.append(
                 Error(f"CHAT_WS[{key!r}] must be a positive number.", hint=f"Default: {DEFAULTS[key]}.", id="chat_ws.E002")
             )
+    token = conf["HEALTH_TOKEN"]
+    if token is not None and (not isinstance(token, str) or not token):
+        problems.append(
+            Error("CHAT_WS['HEALTH_TOKEN'] must be None or a non-empty string.", id="chat_ws.E006")
+        )
+    limit = conf["MAX_CONNECTIONS_PER_USER"]
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0):
+        problems.append(
+            Error("CHAT_WS['MAX_CONNECTIONS_PER_USER'] must be None or a positive integer.", id="chat_ws.E007")
+        )
     if conf["DEFAULT_CODEC"] not in ("edn", "json"):
         problems.append(Error("CHAT_WS['DEFAULT_CODEC'] must be 'edn' or 'json'.", id="chat_ws.E003"))
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}

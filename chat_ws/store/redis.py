@@ -14,8 +14,8 @@ import functools
 import json
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -38,15 +38,16 @@ from chat_ws.types import Question
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 _RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between listener reconnection attempts
 
 
-def _unavailable(func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def _unavailable(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Turn network errors of a store call into StoreUnavailable."""
 
     @functools.wraps(func)
-    async def wrapper(*args: Any, **kwargs: Any) -> T:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await func(*args, **kwargs)
         except _NETWORK_ERRORS as exc:
@@ -105,11 +106,29 @@ class RedisStore(BaseStore):
         state = self._loops.get(loop)
         if state is None:
             state = self._loops[loop] = _LoopState(self.url, self.pool_size)
+            self._close_with_loop(loop)
         return state
 
+    def _close_with_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close this loop's connections when the loop closes (async_to_sync makes short-lived loops)."""
+        original = loop.close
+        store = weakref.ref(self)
+
+        def close(*args: Any, **kwargs: Any) -> None:
+            found = store()
+            if found is not None and loop in found._loops and not loop.is_running():
+                try:
+                    loop.run_until_complete(found._close_state(found._loops.pop(loop)))
+                except Exception:  # closing is best effort; the loop is going away anyway
+                    logger.debug("could not close Redis connections of a closing loop", exc_info=True)
+            loop.close = original  # type: ignore[method-assign]
+            original(*args, **kwargs)
+
+        loop.close = close  # type: ignore[method-assign]
+
     @property
-    def redis(self) -> aioredis.Redis:
-        """The Redis client of the running event loop."""
+    def redis(self) -> Any:
+        """The Redis client of the running event loop (typed Any: redis-py's replies are unions)."""
         return self._state().client
 
     async def _run(self, source: str, keys: list[str], args: list[Any]) -> Any:
@@ -423,8 +442,11 @@ class RedisStore(BaseStore):
         """Stop this loop's listener and close its connections."""
         loop = asyncio.get_running_loop()
         state = self._loops.pop(loop, None)
-        if state is None:
-            return
+        if state is not None:
+            await self._close_state(state)
+
+    @staticmethod
+    async def _close_state(state: _LoopState) -> None:
         if state.listener is not None:
             state.listener.cancel()
             try:
