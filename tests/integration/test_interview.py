@@ -76,3 +76,15 @@ async def test_resume_restarts_an_interview_lost_with_an_in_memory_server(live_s
         await again.close()
     finally:
         restarted.stop()
+
+
+async def test_loadtest_conversation_reports_latencies(live_servers: Any) -> None:
+    server = live_servers(redis=True, CHAT_WS_RATE_LIMIT="100000", CHAT_WS_RATE_BURST="100000")
+    async with WsClient(server.ws_url) as client:
+        await client.send({"dispatch-key": "start-conversation", "conversation-id": "loadtest", "questions": 25})
+        for i in range(25):
+            await client.next_question()
+            await client.answer(f"a{i}")
+        done = await client.recv_until("loadtest-done")
+        assert done["asked"] == 25 and done["answered"] == 25
+        assert 0 < done["p50-ms"] <= done["p99-ms"]
