@@ -173,9 +173,8 @@ async def test_questions_of_a_present_client_are_not_orphans(store: Any) -> None
     await client.disconnect()
 
 
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)  # only Redis records expire on their own
 async def test_index_members_of_expired_records_are_pruned(store: Any, backend: str) -> None:
-    if backend != "redis":
-        pytest.skip("only Redis records expire on their own")
     client = await Comm().connect()
     await store.redis.delete(store.key("conn", client.client_id))  # the record's TTL ran out
     assert await store.redis.zscore(store.key("idx", "seen"), client.client_id) is not None
