@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from chat_ws import delivery, presence, promises, sweeper
+from chat_ws import delivery, dispatch, presence, promises, sweeper
 from chat_ws import sweep as sweeping
 from chat_ws.conf import get_settings
 from chat_ws.store import get_store
@@ -43,6 +43,7 @@ class HealthReport:
     local_sockets: int = 0  # websockets this process serves
     waiting_askers: int = 0  # ask() calls waiting in this process
     grace_timers: int = 0  # reconnect-grace timers running in this process
+    handler_tasks: int = 0  # handler tasks running in this process (interviews waiting, ...)
     problems: list[str] = field(default_factory=list)
     checked_at: float = 0.0  # unix seconds
 
@@ -101,6 +102,7 @@ async def health(*, now: float | None = None, counts: bool = True) -> HealthRepo
         local_sockets=delivery.local_count(),
         waiting_askers=promises.waiting_here(),
         grace_timers=presence.pending_grace_timers(),
+        handler_tasks=dispatch.running_tasks(),
         problems=problems,
         checked_at=now,
     )
