@@ -1,0 +1,160 @@
+"""Servers under test: start and stop them, read their CPU time and memory from /proc."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT = 30.0  # seconds a server may take to listen
+QUIET_CPU = 0.05  # share of one core below which a server counts as idle
+QUIET_WINDOW = 0.3  # seconds over which idleness is measured
+QUIET_TIMEOUT = 60.0  # seconds to wait for a server to become idle
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def wait_quiet(pids: list[int]) -> float:
+    """Wait until the processes use less than QUIET_CPU of a core; return the seconds waited."""
+    began = time.monotonic()
+    while time.monotonic() - began < QUIET_TIMEOUT:
+        before = sum(cpu_seconds(p) for p in pids)
+        time.sleep(QUIET_WINDOW)  # measuring a CPU rate needs an interval
+        if sum(cpu_seconds(p) for p in pids) - before < QUIET_CPU * QUIET_WINDOW * len(pids):
+            break
+    return time.monotonic() - began
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)  # nothing to subscribe to: poll the port
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+class Server:
+    """One server process under test."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, log: Path) -> None:
+        self.name, self.argv, self.env, self.port, self.log = name, argv, env, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> Server:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        wait_listening(self.port, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class Lab:
+    """The servers of one benchmark run, sharing a temporary SQLite database and a Redis prefix."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="chat_ws_bench_"))
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.servers: dict[str, Server] = {}
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)},
+            "DJANGO_SETTINGS_MODULE": "stbd_project.settings",
+            "SQLITE_PATH": str(self.dir / "db.sqlite3"),
+            "REDIS_URL": redis_url,
+            "CHAT_WS_PREFIX": prefix,
+            "CHAT_WS_RATE_LIMIT": "1000000",
+            "CHAT_WS_RATE_BURST": "1000000",
+            "DJANGO_DEBUG": "0",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True)
+
+    def start(self, name: str, kind: str) -> Server:
+        """kind: daphne (chat_ws), uvicorn (chat_ws) or socketio (the reference under uvicorn)."""
+        port = free_port()
+        bin_dir = Path(sys.executable).parent
+        if kind == "daphne":
+            argv = [str(bin_dir / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "stbd_project.asgi:application"]
+        else:
+            app = "stbd_project.asgi:application" if kind == "uvicorn" else "bench.socketio_server:app"
+            argv = [
+                str(bin_dir / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning", "--no-access-log",
+            ]
+        server = Server(name, argv, self.env, port, self.dir / f"{name}.log").start()
+        self.servers[name] = server
+        return server
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+    def cleanup(self) -> int:
+        """Delete this run's Redis keys (its prefix only) and the temporary directory."""
+        import redis
+
+        client: Any = redis.Redis.from_url(self.redis_url)
+        deleted = 0
+        for key in client.scan_iter(match=f"{self.prefix}:*", count=1000):
+            deleted += client.delete(key)
+        client.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return deleted
+
+    def redis_pid(self) -> int | None:
+        import redis
+
+        try:
+            info: Any = redis.Redis.from_url(self.redis_url).info("server")
+            pid = int(info["process_id"])
+            return pid if os.path.exists(f"/proc/{pid}") else None
+        except Exception:
+            return None
