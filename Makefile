@@ -30,6 +30,15 @@ test-js:
 test-browser: install
 	$(BIN)/python -m pytest -m browser
 
+# Against a running `make run` (see docs/benchmarks.md for the environment it needs).
+stress: install
+	$(BIN)/python manage.py chat_ws_stress --url ws://$(HOST):$(PORT)/ws $(STRESS_ARGS)
+
+# Not part of CI: about ten minutes; writes bench/results/latest.{md,png,json}.
+bench: install
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 lint: install
 	$(BIN)/mypy
 

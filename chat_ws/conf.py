@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "RATE_ABUSE_STRIKES": 50,  # refused messages in a row before the socket is closed (1008/4008)
     # Security
     "BIND_CLIENT_ID": True,  # bind a client-id to its first user or session; others are refused (4003)
-    "BINDING_TTL": 30 * 24 * 3600,  # seconds a binding outlives the client's last connection
+    "BINDING_TTL": 24 * 3600,  # seconds a binding lasts after the client-id's last connection
     "MAX_CONNECTIONS_PER_USER": None,  # open sockets per authenticated user; None for no limit
     # Questions
     "QUESTION_TIMEOUT": 24 * 3600,  # seconds an ask() waits when called with timeout=None

@@ -24,6 +24,8 @@ class Endpoint(Protocol):
 
     client_id: str
     channel_name: str
+    session_id: int | None
+    is_closed: bool
 
     async def push(self, message: Message) -> None:
         """Encode and send one message down the socket."""

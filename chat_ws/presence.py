@@ -135,6 +135,8 @@ async def forget(client_id: str, reason: str) -> int:
     """
     _cancel_grace(client_id)
     endpoint = delivery.detach(client_id)  # nothing may re-register it while it is forgotten
+    if endpoint is not None:
+        endpoint.session_id = None  # closed below with the others, with the real reason
     questions = await get_store().forget_client(client_id)
     await delivery.close(client_id, WS_4002_FORGOTTEN, reason, endpoint)
     await sessions.close_client_sessions(client_id, reason)

@@ -8,6 +8,8 @@ overlap (a lock that lapsed) forget each client once.
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import logging
 import secrets
@@ -27,6 +29,8 @@ from chat_ws.store import get_store
 from chat_ws.store.base import BaseStore, Connection
 
 logger = logging.getLogger(__name__)
+
+FORCE_CONCURRENCY = 50  # clients forgotten at once by force()
 
 LOCK = "sweep"  # store lock held during one pass
 LAST_SWEEP = "sweep:last"  # store value: JSON of the last finished pass
@@ -183,21 +187,22 @@ async def _evict(store: BaseStore, record: Connection, reason: str, report: Swee
         alive_sent_at=record.alive_sent_at if reason == INACTIVE else None,
         closed_at=record.closed_at if reason == GRACE_EXPIRED else None,
     )
-    if claimed and await _forget(client_id, reason, report):
+    if claimed and await _forget(client_id, reason, report) is not None:
         _count(report, reason)  # not claimed: it answered, reconnected, or another sweep took it
 
 
-async def _forget(client_id: str, reason: str, report: SweepReport) -> bool:
-    """presence.forget, counting its rejected questions; False when it failed (logged)."""
+async def _forget(client_id: str, reason: str, report: SweepReport) -> int | None:
+    """presence.forget, counting its rejected questions; None when it failed (logged)."""
     try:
-        report.rejected += await presence.forget(client_id, reason)
+        rejected = await presence.forget(client_id, reason)
     except StoreUnavailable:
         raise
     except Exception:
         logger.exception("forgetting client %s (%s) failed; its leftovers go next pass", client_id, reason)
         report.errors += 1
-        return False
-    return True
+        return None
+    report.rejected += rejected  # after the await: concurrent forgets must not lose counts
+    return rejected
 
 
 def _count(report: SweepReport, reason: str) -> None:
@@ -308,11 +313,15 @@ async def force(client_ids: Iterable[str] | None = None, *, reason: str = FORCED
         ids = [c.client_id for c in await store.connections()]
     else:
         ids = list(dict.fromkeys(client_ids))
-    for client_id in ids:
+
+    async def one(client_id: str) -> None:
         known = await store.connection(client_id) is not None
-        before = report.rejected
-        if await _forget(client_id, reason, report) and (known or report.rejected > before):
+        rejected = await _forget(client_id, reason, report)
+        if rejected is not None and (known or rejected > 0):
             _count(report, FORCED)
+
+    for start in range(0, len(ids), FORCE_CONCURRENCY):
+        await asyncio.gather(*(one(client_id) for client_id in ids[start : start + FORCE_CONCURRENCY]))
     if client_ids is None:
         await _remove_orphans(store, int(get_settings()["SWEEP_BATCH"]), report)
     report.duration = time.monotonic() - started
