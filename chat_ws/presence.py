@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from chat_ws import delivery, promises, sessions, signals
+from chat_ws import delivery, promises, security, sessions, signals
 from chat_ws.conf import get_settings
 from chat_ws.exceptions import WS_4001_REPLACED, WS_4002_FORGOTTEN
 from chat_ws.store import get_store
@@ -137,7 +137,7 @@ async def forget(client_id: str, reason: str) -> int:
     endpoint = delivery.detach(client_id)  # nothing may re-register it while it is forgotten
     if endpoint is not None:
         endpoint.session_id = None  # closed below with the others, with the real reason
-    questions = await get_store().forget_client(client_id)
+    questions = await get_store().forget_client(client_id, claims=[security.binding_name(client_id)])
     await delivery.close(client_id, WS_4002_FORGOTTEN, reason, endpoint)
     await sessions.close_client_sessions(client_id, reason)
     for question in questions:  # askers wake last, when every trace is already gone

@@ -16,6 +16,11 @@ ANONYMOUS = "anonymous"  # owner of client-ids first used with neither a user no
 SOCKET_MAX_AGE = 24 * 3600  # seconds a counted socket stays counted without a release (daphne's limit)
 
 
+def binding_name(client_id: str) -> str:
+    """The store claim that binds a client-id to its owner (released when the client is forgotten)."""
+    return f"bind:{client_id}"
+
+
 def owner_of(scope: dict[str, Any]) -> str:
     """The identity a client-id is bound to: the user, else the session, else anonymous."""
     user = scope.get("user")
@@ -39,7 +44,7 @@ async def admit(scope: dict[str, Any], client_id: str, channel_name: str) -> int
     store = get_store()
     if conf["BIND_CLIENT_ID"]:
         owner = owner_of(scope)
-        holder = await store.claim(f"bind:{client_id}", owner, conf["BINDING_TTL"])
+        holder = await store.claim(binding_name(client_id), owner, conf["BINDING_TTL"])
         if holder != owner:
             logger.warning("refused client-id %s: bound to another %s", client_id, holder.split(":")[0])
             return WS_4003_CLIENT_ID_BOUND

@@ -163,8 +163,12 @@ async def test_forget_client_removes_questions_and_presence(store: Any) -> None:
     await store.add_question(question("p1"), max_pending=10)
     await store.add_question(question("p2"), max_pending=10)
     await store.add_question(question("x1", client_id="other"), max_pending=10)
-    taken = await store.forget_client("c1")
+    await store.claim("bind:c1", "session:a", 60)
+    await store.claim("bind:other", "session:b", 60)
+    taken = await store.forget_client("c1", claims=["bind:c1"])
     assert sorted(q.p_key for q in taken) == ["p1", "p2"]
+    assert await store.claim("bind:c1", "session:new", 60) == "session:new"  # released
+    assert await store.claim("bind:other", "session:new", 60) == "session:b"  # untouched
     assert await store.connection("c1") is None
     assert [q.p_key for q in await store.pending()] == ["x1"]
     assert await store.forget_client("c1") == []

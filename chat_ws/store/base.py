@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,8 +124,9 @@ class BaseStore(ABC):
         """Remove every presence record of the client; True when one existed."""
 
     @abstractmethod
-    async def forget_client(self, client_id: str) -> list[Question]:
-        """Atomically remove the client's questions and presence records; return the questions."""
+    async def forget_client(self, client_id: str, claims: Sequence[str] = ()) -> list[Question]:
+        """Atomically remove the client's questions, presence records and the named claims;
+        return the questions."""
 
     # ------------------------------------------------------------------ coordination
     @abstractmethod

@@ -7,6 +7,7 @@ import inspect
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from chat_ws.exceptions import TooManyPending
@@ -156,9 +157,11 @@ class MemoryStore(BaseStore):
     async def drop_connection(self, client_id: str) -> bool:
         return self._connections.pop(client_id, None) is not None
 
-    async def forget_client(self, client_id: str) -> list[Question]:
+    async def forget_client(self, client_id: str, claims: Sequence[str] = ()) -> list[Question]:
         taken = await self.take_client(client_id)
         self._connections.pop(client_id, None)
+        for name in claims:
+            self._values.pop("claim:" + name, None)
         return taken
 
     # ------------------------------------------------------------------ coordination

@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
@@ -333,10 +333,10 @@ class RedisStore(BaseStore):
         return bool(await self._run(scripts.DROP, self._presence_keys(client_id), [client_id]))
 
     @_unavailable
-    async def forget_client(self, client_id: str) -> list[Question]:
+    async def forget_client(self, client_id: str, claims: Sequence[str] = ()) -> list[Question]:
         records = await self._run(
             scripts.FORGET,
-            [self.key("cq", client_id), *self._presence_keys(client_id)],
+            [self.key("cq", client_id), *self._presence_keys(client_id), *(self.key("claim", c) for c in claims)],
             [self.prefix, client_id],
         )
         return self._questions(records)

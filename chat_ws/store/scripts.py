@@ -150,7 +150,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return existed
 """
 
-# KEYS: cq, conn, idx:seen, idx:closed   ARGV: prefix, client_id
+# KEYS: cq, conn, idx:seen, idx:closed, claims...   ARGV: prefix, client_id
 FORGET = (
     _TAKE
     + """
@@ -162,6 +162,7 @@ end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
+for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
 return out
 """
 )
