@@ -9,21 +9,12 @@ members whose record expired are removed by the sweep and by the scripts that me
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import logging
-import weakref
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from chat_ws.exceptions import StoreUnavailable, TooManyPending
+from chat_ws.exceptions import TooManyPending
 from chat_ws.store import scripts
 from chat_ws.store.base import (
     BaseStore,
@@ -33,50 +24,10 @@ from chat_ws.store.base import (
     question_from_json,
     question_to_json,
 )
+from chat_ws.store.redis_connections import LoopConnections, LoopState, unavailable
 from chat_ws.types import Question
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-P = ParamSpec("P")
-_NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between listener reconnection attempts
-
-
-def _unavailable(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Turn network errors of a store call into StoreUnavailable."""
-
-    @functools.wraps(func)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await func(*args, **kwargs)
-        except _NETWORK_ERRORS as exc:
-            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
-
-    return wrapper
-
-
-class _LoopState:
-    """Connections and scripts of one event loop (redis-py clients are loop-bound)."""
-
-    def __init__(self, url: str, pool_size: int) -> None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            timeout=10,
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 4),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
-        self.client = aioredis.Redis(connection_pool=pool)
-        self.scripts: dict[str, Any] = {}
-        self.listener: asyncio.Task[None] | None = None
-
-    def script(self, source: str) -> Any:
-        found = self.scripts.get(source)
-        if found is None:
-            found = self.scripts[source] = self.client.register_script(source)
-        return found
 
 
 class RedisStore(BaseStore):
@@ -92,39 +43,15 @@ class RedisStore(BaseStore):
         self.url: str = url
         self.prefix: str = conf["KEY_PREFIX"]
         self.pool_size: int = conf["REDIS_POOL_SIZE"]
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._connections = LoopConnections(url, self.pool_size)
 
     # ------------------------------------------------------------------ plumbing
     def key(self, kind: str, *parts: str) -> str:
         """The one place Redis key names are built: ``{prefix}:{kind}:{part}:...``."""
         return ":".join((self.prefix, kind, *parts))
 
-    def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._loops.get(loop)
-        if state is None:
-            state = self._loops[loop] = _LoopState(self.url, self.pool_size)
-            self._close_with_loop(loop)
-        return state
-
-    def _close_with_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close this loop's connections when the loop closes (async_to_sync makes short-lived loops)."""
-        original = loop.close
-        store = weakref.ref(self)
-
-        def close(*args: Any, **kwargs: Any) -> None:
-            found = store()
-            if found is not None and loop in found._loops and not loop.is_running():
-                try:
-                    loop.run_until_complete(found._close_state(found._loops.pop(loop)))
-                except Exception:  # closing is best effort; the loop is going away anyway
-                    logger.debug("could not close Redis connections of a closing loop", exc_info=True)
-            loop.close = original  # type: ignore[method-assign]
-            original(*args, **kwargs)
-
-        loop.close = close  # type: ignore[method-assign]
+    def _state(self) -> LoopState:
+        return self._connections.state()
 
     @property
     def redis(self) -> Any:
@@ -151,13 +78,13 @@ class RedisStore(BaseStore):
         return [question_from_json(r) for r in records or []]
 
     # ------------------------------------------------------------------ questions
-    @_unavailable
+    @unavailable
     async def add_question(self, question: Question, *, max_pending: int) -> Question:
         state, stored = await self._add(question, max_pending, None)
         assert stored is not None
         return stored
 
-    @_unavailable
+    @unavailable
     async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
         return await self._add(question, max_pending, question.on_disconnect)
 
@@ -189,26 +116,26 @@ class RedisStore(BaseStore):
             )
         return state, question_from_json(rec) if rec else None
 
-    @_unavailable
+    @unavailable
     async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
         if not p_keys:
             return None
         rec = await self._run(scripts.RESOLVE, [self.key("cq", client_id)], [self.prefix, *p_keys])
         return question_from_json(rec) if rec else None
 
-    @_unavailable
+    @unavailable
     async def take(self, p_key: str) -> Question | None:
         rec = await self._run(scripts.TAKE, [], [self.prefix, p_key])
         return question_from_json(rec) if rec else None
 
-    @_unavailable
+    @unavailable
     async def take_client(self, client_id: str, *, only_fail_fast: bool = False) -> list[Question]:
         records = await self._run(
             scripts.TAKE_CLIENT, [self.key("cq", client_id)], [self.prefix, int(only_fail_fast)]
         )
         return self._questions(records)
 
-    @_unavailable
+    @unavailable
     async def get_question(self, p_key: str) -> Question | None:
         rec = await self.redis.get(self.key("q", p_key))
         return question_from_json(rec) if rec else None
@@ -219,11 +146,11 @@ class RedisStore(BaseStore):
         records = await self.redis.mget([self.key("q", k.decode()) for k in p_keys])
         return sorted(self._questions([r for r in records if r]), key=lambda q: q.seq)
 
-    @_unavailable
+    @unavailable
     async def client_questions(self, client_id: str) -> list[Question]:
         return await self._load(await self.redis.zrange(self.key("cq", client_id), 0, -1))
 
-    @_unavailable
+    @unavailable
     async def pending(
         self, client_id: str | None = None, conversation: str | None = None
     ) -> list[Question]:
@@ -236,7 +163,7 @@ class RedisStore(BaseStore):
         found = await self._load(members)
         return [q for q in found if conversation is None or q.conversation == conversation]
 
-    @_unavailable
+    @unavailable
     async def expired_questions(self, now: float, limit: int = 1000) -> list[Question]:
         records = await self._run(
             scripts.EXPIRED, [self.key("idx", "q")], [self.prefix, repr(now), limit]
@@ -264,7 +191,7 @@ class RedisStore(BaseStore):
             alive_sent_at=float(f["alive_sent_at"]) if "alive_sent_at" in f else None,
         )
 
-    @_unavailable
+    @unavailable
     async def open_connection(
         self, client_id: str, server_id: str, channel_name: str, now: float
     ) -> Connection | None:
@@ -275,7 +202,7 @@ class RedisStore(BaseStore):
         )
         return self._connection(client_id, prev)
 
-    @_unavailable
+    @unavailable
     async def close_connection(self, client_id: str, channel_name: str, now: float) -> bool:
         done = await self._run(
             scripts.CLOSE,
@@ -284,7 +211,7 @@ class RedisStore(BaseStore):
         )
         return bool(done)
 
-    @_unavailable
+    @unavailable
     async def touch(self, client_id: str, now: float) -> bool:
         done = await self._run(
             scripts.TOUCH,
@@ -293,15 +220,15 @@ class RedisStore(BaseStore):
         )
         return bool(done)
 
-    @_unavailable
+    @unavailable
     async def mark_alive_sent(self, client_id: str, now: float) -> None:
         await self._run(scripts.MARK_ALIVE_SENT, [self.key("conn", client_id)], [repr(now)])
 
-    @_unavailable
+    @unavailable
     async def connection(self, client_id: str) -> Connection | None:
         return self._connection(client_id, await self.redis.hgetall(self.key("conn", client_id)))
 
-    @_unavailable
+    @unavailable
     async def connections(self) -> list[Connection]:
         ids = await self.redis.zrange(self.key("idx", "seen"), 0, -1)
         ids += await self.redis.zrange(self.key("idx", "closed"), 0, -1)
@@ -314,25 +241,25 @@ class RedisStore(BaseStore):
         found = (self._connection(cid.decode(), row) for cid, row in zip(ids, rows))
         return [c for c in found if c is not None]
 
-    @_unavailable
+    @unavailable
     async def silent_since(self, before: float, limit: int = 1000) -> list[str]:
         ids = await self.redis.zrangebyscore(
             self.key("idx", "seen"), "-inf", f"({before!r}", start=0, num=limit
         )
         return [i.decode() for i in ids]
 
-    @_unavailable
+    @unavailable
     async def closed_since(self, before: float, limit: int = 1000) -> list[str]:
         ids = await self.redis.zrangebyscore(
             self.key("idx", "closed"), "-inf", f"({before!r}", start=0, num=limit
         )
         return [i.decode() for i in ids]
 
-    @_unavailable
+    @unavailable
     async def drop_connection(self, client_id: str) -> bool:
         return bool(await self._run(scripts.DROP, self._presence_keys(client_id), [client_id]))
 
-    @_unavailable
+    @unavailable
     async def forget_client(self, client_id: str, claims: Sequence[str] = ()) -> list[Question]:
         records = await self._run(
             scripts.FORGET,
@@ -342,21 +269,21 @@ class RedisStore(BaseStore):
         return self._questions(records)
 
     # ------------------------------------------------------------------ coordination
-    @_unavailable
+    @unavailable
     async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
         done = await self.redis.set(self.key("lock", name), owner, nx=True, px=int(ttl * 1000))
         return bool(done)
 
-    @_unavailable
+    @unavailable
     async def release_lock(self, name: str, owner: str) -> None:
         await self._run(scripts.RELEASE_LOCK, [self.key("lock", name)], [owner])
 
-    @_unavailable
+    @unavailable
     async def claim(self, name: str, owner: str, ttl: float) -> str:
         holder = await self._run(scripts.CLAIM, [self.key("claim", name)], [owner, int(ttl * 1000)])
         return holder.decode() if isinstance(holder, bytes) else str(holder)
 
-    @_unavailable
+    @unavailable
     async def admit_socket(self, name: str, member: str, *, limit: int, now: float, max_age: float) -> bool:
         done = await self._run(
             scripts.ADMIT_SOCKET,
@@ -365,96 +292,34 @@ class RedisStore(BaseStore):
         )
         return bool(done)
 
-    @_unavailable
+    @unavailable
     async def release_socket(self, name: str, member: str) -> None:
         await self.redis.zrem(self.key("sockets", name), member)
 
-    @_unavailable
+    @unavailable
     async def set_value(self, name: str, value: str, ttl: float | None) -> None:
         px = None if ttl is None else max(1, int(ttl * 1000))
         await self.redis.set(self.key("val", name), value, px=px)
 
-    @_unavailable
+    @unavailable
     async def get_value(self, name: str) -> str | None:
         value = await self.redis.get(self.key("val", name))
         return value.decode() if value is not None else None
 
-    @_unavailable
+    @unavailable
     async def publish(self, server_id: str, event: dict[str, Any]) -> int:
         return int(await self.redis.publish(self.key("srv", server_id), json.dumps(event)))
 
     async def subscribe(self, server_id: str, callback: SettlementCallback) -> None:
-        state = self._state()
-        if state.listener is not None and not state.listener.done():
-            return
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        state.listener = asyncio.create_task(self._listen(server_id, callback, ready))
-        try:
-            await asyncio.wait_for(asyncio.shield(ready), timeout=10)
-        except (asyncio.TimeoutError, *_NETWORK_ERRORS) as exc:
-            state.listener.cancel()
-            state.listener = None
-            raise StoreUnavailable(f"cannot subscribe to settlements: {exc}") from exc
+        await self._connections.subscribe(self.key("srv", server_id), callback)
 
-    async def _listen(
-        self, server_id: str, callback: SettlementCallback, ready: asyncio.Future[None]
-    ) -> None:
-        channel = self.key("srv", server_id)
-        failures = 0
-        while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(channel)
-                if not ready.done():
-                    ready.set_result(None)
-                elif failures:
-                    logger.info("settlement listener re-subscribed to %s", channel)
-                    await _call(callback, {"event": "resubscribed"})
-                failures = 0
-                async for item in pubsub.listen():
-                    if item.get("type") == "message":
-                        await _call(callback, json.loads(item["data"]))
-            except asyncio.CancelledError:
-                raise
-            except _NETWORK_ERRORS as exc:
-                if not ready.done():
-                    ready.set_exception(exc)
-                    return
-                delay = _RETRY_DELAYS[min(failures, len(_RETRY_DELAYS) - 1)]
-                failures += 1
-                logger.warning("settlement listener lost Redis (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-            except Exception:
-                logger.exception("settlement listener failed; restarting")
-                failures += 1
-                await asyncio.sleep(_RETRY_DELAYS[-1])
-            finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:  # the connection may already be gone
-                    pass
-
-    @_unavailable
+    @unavailable
     async def check(self) -> bool:
         return bool(await self.redis.ping())
 
     async def close(self) -> None:
         """Stop this loop's listener and close its connections."""
-        loop = asyncio.get_running_loop()
-        state = self._loops.pop(loop, None)
-        if state is not None:
-            await self._close_state(state)
-
-    @staticmethod
-    async def _close_state(state: _LoopState) -> None:
-        if state.listener is not None:
-            state.listener.cancel()
-            try:
-                await state.listener
-            except (asyncio.CancelledError, Exception):
-                pass
-        await state.client.aclose()
-        await state.client.connection_pool.disconnect()
+        await self._connections.close()
 
     async def delete_prefix(self) -> int:
         """Delete every key under this store's prefix (tests and `--force-all` cleanups)."""
@@ -470,7 +335,7 @@ class RedisStore(BaseStore):
     def _names(members: Any) -> list[str]:
         return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
-    @_unavailable
+    @unavailable
     async def get_connections(self, client_ids: list[str]) -> list[Connection]:
         if not client_ids:
             return []
@@ -481,7 +346,7 @@ class RedisStore(BaseStore):
         found = (self._connection(cid, row) for cid, row in zip(client_ids, rows))
         return [c for c in found if c is not None]
 
-    @_unavailable
+    @unavailable
     async def evict(
         self, client_id: str, *, alive_sent_at: float | None = None, closed_at: float | None = None
     ) -> bool:
@@ -493,7 +358,7 @@ class RedisStore(BaseStore):
         )
         return bool(done)
 
-    @_unavailable
+    @unavailable
     async def seen_since(self, after: float, limit: int = 1000) -> list[Connection]:
         low = f"({after!r}"
         ids = self._names(
@@ -507,11 +372,11 @@ class RedisStore(BaseStore):
         found = sorted((c for c in records if c.last_seen > after), key=lambda c: c.last_seen)
         return found[:limit]
 
-    @_unavailable
+    @unavailable
     async def count_expired(self, now: float) -> int:
         return int(await self.redis.zcount(self.key("idx", "q"), "-inf", repr(now)))
 
-    @_unavailable
+    @unavailable
     async def orphaned_clients(self, limit: int = 1000) -> list[str]:
         found: list[str] = []
         start = 0
@@ -530,7 +395,7 @@ class RedisStore(BaseStore):
             start += self.SCAN_PAGE
         return found[:limit]
 
-    @_unavailable
+    @unavailable
     async def take_orphaned(self, client_id: str) -> list[Question]:
         records = await self._run(
             scripts.TAKE_ORPHANED,
@@ -539,7 +404,7 @@ class RedisStore(BaseStore):
         )
         return self._questions(records)
 
-    @_unavailable
+    @unavailable
     async def prune_indexes(self, *, remove: bool = True) -> int:
         total = 0
         for index, kind in (("seen", "conn"), ("closed", "conn"), ("q", "q")):
@@ -556,7 +421,7 @@ class RedisStore(BaseStore):
                 start += self.SCAN_PAGE - (dead if remove else 0)
         return total
 
-    @_unavailable
+    @unavailable
     async def stats(self) -> StoreStats:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(self.key("idx", "seen"))
@@ -584,12 +449,7 @@ class RedisStore(BaseStore):
             oldest_asked_at=oldest,
         )
 
-    @_unavailable
+    @unavailable
     async def delete_value(self, name: str) -> None:
         await self.redis.delete(self.key("val", name))
 
-
-async def _call(callback: SettlementCallback, event: dict[str, Any]) -> None:
-    result = callback(event)
-    if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-        await result

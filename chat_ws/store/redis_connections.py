@@ -1,0 +1,180 @@
+"""Redis connections of the Redis store: one client per event loop, and the settlement listener.
+
+redis-py's asyncio clients belong to the loop that made them; async_to_sync (admin, commands,
+Celery) makes short-lived loops, so each loop gets its own client, closed with the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chat_ws.exceptions import StoreUnavailable
+from chat_ws.store.base import SettlementCallback
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+P = ParamSpec("P")
+NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between listener reconnection attempts
+
+
+def unavailable(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Turn network errors of a store call into StoreUnavailable."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await func(*args, **kwargs)
+        except NETWORK_ERRORS as exc:
+            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+
+    return wrapper
+
+
+class LoopState:
+    """The client, registered scripts and settlement listener of one event loop."""
+
+    def __init__(self, url: str, pool_size: int) -> None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            timeout=10,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 4),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        self.client = aioredis.Redis(connection_pool=pool)
+        self.scripts: dict[str, Any] = {}
+        self.listener: asyncio.Task[None] | None = None
+
+    def script(self, source: str) -> Any:
+        """The registered script for a Lua source (EVALSHA with a fallback to EVAL)."""
+        found = self.scripts.get(source)
+        if found is None:
+            found = self.scripts[source] = self.client.register_script(source)
+        return found
+
+    async def close(self) -> None:
+        """Stop the listener and close the connections."""
+        if self.listener is not None:
+            self.listener.cancel()
+            try:
+                await self.listener
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.client.aclose()
+        await self.client.connection_pool.disconnect()
+
+
+class LoopConnections:
+    """A LoopState per running event loop."""
+
+    def __init__(self, url: str, pool_size: int) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def state(self) -> LoopState:
+        """The running loop's state, made on first use."""
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = LoopState(self.url, self.pool_size)
+            self._close_with_loop(loop)
+        return state
+
+    def _close_with_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close this loop's connections when the loop closes, as channels-redis does."""
+        original = loop.close
+        owner = weakref.ref(self)
+
+        def close(*args: Any, **kwargs: Any) -> None:
+            found = owner()
+            if found is not None and loop in found._loops and not loop.is_running():
+                try:
+                    loop.run_until_complete(found._loops.pop(loop).close())
+                except Exception:  # closing is best effort; the loop is going away anyway
+                    logger.debug("could not close Redis connections of a closing loop", exc_info=True)
+            loop.close = original  # type: ignore[method-assign]
+            original(*args, **kwargs)
+
+        loop.close = close  # type: ignore[method-assign]
+
+    async def close(self) -> None:
+        """Close the running loop's connections and listener."""
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            await state.close()
+
+    async def subscribe(self, channel: str, callback: SettlementCallback) -> None:
+        """Deliver the channel's messages to callback from a listener task (idempotent per loop)."""
+        state = self.state()
+        if state.listener is not None and not state.listener.done():
+            return
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        state.listener = asyncio.create_task(self._listen(state, channel, callback, ready))
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), timeout=10)
+        except (asyncio.TimeoutError, *NETWORK_ERRORS) as exc:
+            state.listener.cancel()
+            state.listener = None
+            raise StoreUnavailable(f"cannot subscribe to settlements: {exc}") from exc
+
+    @staticmethod
+    async def _listen(
+        state: LoopState, channel: str, callback: SettlementCallback, ready: asyncio.Future[None]
+    ) -> None:
+        failures = 0
+        while True:
+            pubsub = state.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                if not ready.done():
+                    ready.set_result(None)
+                elif failures:
+                    logger.info("settlement listener re-subscribed to %s", channel)
+                    await _call(callback, {"event": "resubscribed"})
+                failures = 0
+                async for item in pubsub.listen():
+                    if item.get("type") == "message":
+                        await _call(callback, json.loads(item["data"]))
+            except asyncio.CancelledError:
+                raise
+            except NETWORK_ERRORS as exc:
+                if not ready.done():
+                    ready.set_exception(exc)
+                    return
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                failures += 1
+                logger.warning("settlement listener lost Redis (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+            except Exception:
+                logger.exception("settlement listener failed; restarting")
+                failures += 1
+                await asyncio.sleep(RETRY_DELAYS[-1])
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:  # the connection may already be gone
+                    pass
+
+
+async def _call(callback: SettlementCallback, event: dict[str, Any]) -> None:
+    result = callback(event)
+    if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+        await result
