@@ -45,7 +45,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     client_id: str = ""
     sent_questions: set[str]
     codec: Codec = EDN
-    session_id: int | None = None
+    session_closed = False  # the row was closed for this socket already (forget)
     close_reason: str | None = None
     closed_by_server = False
     registered = False

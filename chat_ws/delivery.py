@@ -24,7 +24,7 @@ class Endpoint(Protocol):
 
     client_id: str
     channel_name: str
-    session_id: int | None
+    session_closed: bool
     is_closed: bool
 
     async def push(self, message: Message) -> None:

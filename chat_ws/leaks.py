@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from channels.db import database_sync_to_async
 
-from chat_ws import delivery
+from chat_ws import delivery, sessions
 from chat_ws.store import get_store
 
 
@@ -27,6 +27,7 @@ async def leak_report(prefix: str) -> dict[str, int]:
     ``open_sessions``: their ClientSession rows not closed; ``local_sockets``: their sockets
     registered in the process that answers (consumers not released).
     """
+    await sessions.flush()
     store = get_store()
     records = [c for c in await store.connections() if c.client_id.startswith(prefix)]
     questions = [q for q in await store.pending() if q.client_id.startswith(prefix)]

@@ -31,9 +31,7 @@ async def connected(endpoint: Any) -> None:
         await previous_local.shut(WS_4001_REPLACED, "replaced")
     elif previous is not None and previous.is_open and previous.channel_name != endpoint.channel_name:
         await delivery.close_channel(previous.channel_name, WS_4001_REPLACED, "replaced")
-    endpoint.session_id = await sessions.open_session(
-        client_id, endpoint.channel_name, promises.server_id(), endpoint.scope
-    )
+    sessions.opened(client_id, endpoint.channel_name, promises.server_id(), endpoint.scope)
     resent = await promises.resend(client_id)
     logger.info(
         "client %s connected%s%s",
@@ -48,8 +46,8 @@ async def disconnected(endpoint: Any, code: int) -> None:
     client_id = endpoint.client_id
     delivery.unregister(endpoint)
     reason = endpoint.close_reason or f"closed-{code}"
-    if endpoint.session_id is not None:
-        await sessions.close_session(endpoint.session_id, reason)
+    if not endpoint.session_closed:
+        sessions.closed(endpoint.channel_name, reason)
     if endpoint.closed_by_server:
         return  # replaced or forgotten: the records already belong to someone else or are gone
     now = time.time()
@@ -136,10 +134,10 @@ async def forget(client_id: str, reason: str) -> int:
     _cancel_grace(client_id)
     endpoint = delivery.detach(client_id)  # nothing may re-register it while it is forgotten
     if endpoint is not None:
-        endpoint.session_id = None  # closed below with the others, with the real reason
+        endpoint.session_closed = True  # closed below with the others, with the real reason
     questions = await get_store().forget_client(client_id, claims=[security.binding_name(client_id)])
     await delivery.close(client_id, WS_4002_FORGOTTEN, reason, endpoint)
-    await sessions.close_client_sessions(client_id, reason)
+    sessions.client_closed(client_id, reason)
     for question in questions:  # askers wake last, when every trace is already gone
         await promises.settle(question, promises.GONE, reason)
     logger.info("forgot client %s (%s); %d question(s) rejected", client_id, reason, len(questions))

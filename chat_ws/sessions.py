@@ -1,16 +1,42 @@
-"""ClientSession rows: one per connection, for history and the admin."""
+"""ClientSession rows: one per connection, for history and the admin, written in batches.
+
+Rows are not written on the handshake path: opening and closing a connection queue an
+operation, and a writer task per event loop applies the queue in order, one transaction per
+batch, on the database thread. ``flush()`` waits until everything queued so far is written.
+Operations still queued when a process dies are lost; the sweep's write-back and
+``chat_ws_sweep --force-all`` close what is left open.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db import transaction
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
-REASON_MAX = 64
+REASON_MAX = 64  # characters of a close reason kept
+BATCH_MAX = 500  # operations written in one transaction at most
+
+
+@dataclass
+class _Open:
+    fields: dict[str, Any]
+
+
+@dataclass
+class _Close:
+    column: str  # "channel_name" (one connection) or "client_id" (every connection of a client)
+    value: str
+    reason: str
+    at: datetime = field(default_factory=timezone.now)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
@@ -20,40 +46,121 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
     return ""
 
 
-@database_sync_to_async
-def open_session(client_id: str, channel_name: str, server_id: str, scope: dict[str, Any]) -> int:
-    """Insert the row of a new connection and return its id."""
+def _write(batch: list[_Open | _Close]) -> None:
+    """Apply a batch in order: runs of opens as one bulk insert, each close as one update."""
     from chat_ws.models import ClientSession
 
+    with transaction.atomic():
+        pending: list[ClientSession] = []
+        for op in batch:
+            if isinstance(op, _Open):
+                pending.append(ClientSession(**op.fields))
+                continue
+            if pending:
+                ClientSession.objects.bulk_create(pending)
+                pending = []
+            ClientSession.objects.filter(**{op.column: op.value, "closed_at__isnull": True}).update(
+                closed_at=op.at, close_reason=op.reason[:REASON_MAX]
+            )
+        if pending:
+            ClientSession.objects.bulk_create(pending)
+
+
+class _Writer:
+    """The queue and writer task of one event loop."""
+
+    def __init__(self) -> None:
+        self.ops: list[_Open | _Close] = []
+        self.queued = 0
+        self.written = 0
+        self.wakeup = asyncio.Event()
+        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, op: _Open | _Close) -> None:
+        self.ops.append(op)
+        self.queued += 1
+        self.wakeup.set()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="chat_ws:sessions")
+
+    async def _run(self) -> None:
+        write = database_sync_to_async(_write)
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.ops:
+                batch = self.ops[:BATCH_MAX]
+                del self.ops[: len(batch)]
+                try:
+                    await write(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("could not write %d session operation(s)", len(batch))
+                self.written += len(batch)
+                self._release()
+
+    def _release(self) -> None:
+        still = []
+        for target, future in self.waiters:
+            if target <= self.written:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((target, future))
+        self.waiters = still
+
+    async def flush(self) -> None:
+        if self.written >= self.queued:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.append((self.queued, future))
+        await future
+
+
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Writer] = weakref.WeakKeyDictionary()
+
+
+def _writer() -> _Writer:
+    loop = asyncio.get_running_loop()
+    found = _writers.get(loop)
+    if found is None:
+        found = _writers[loop] = _Writer()
+    return found
+
+
+def opened(client_id: str, channel_name: str, server_id: str, scope: dict[str, Any]) -> None:
+    """Queue the row of a new connection."""
     user = scope.get("user")
     client = scope.get("client") or ("", 0)
-    row = ClientSession.objects.create(
-        client_id=client_id,
-        channel_name=channel_name,
-        server_id=server_id,
-        user=user if getattr(user, "is_authenticated", False) else None,
-        remote_addr=str(client[0] or "")[:64] or None,
-        user_agent=_header(scope, b"user-agent"),
-        last_seen_at=timezone.now(),
-    )
-    return row.pk
-
-
-@database_sync_to_async
-def close_session(session_id: int, reason: str) -> None:
-    """Close one connection's row with a reason, if it is still open."""
-    from chat_ws.models import ClientSession
-
-    ClientSession.objects.filter(pk=session_id, closed_at__isnull=True).update(
-        closed_at=timezone.now(), close_reason=reason[:REASON_MAX]
+    now = timezone.now()
+    _writer().add(
+        _Open(
+            {
+                "client_id": client_id,
+                "channel_name": channel_name,
+                "server_id": server_id,
+                "user_id": user.pk if user is not None and getattr(user, "is_authenticated", False) else None,
+                "remote_addr": str(client[0] or "")[:64] or None,
+                "user_agent": _header(scope, b"user-agent"),
+                "opened_at": now,
+                "last_seen_at": now,
+            }
+        )
     )
 
 
-@database_sync_to_async
-def close_client_sessions(client_id: str, reason: str) -> int:
-    """Close every open row of a client-id; return how many were open."""
-    from chat_ws.models import ClientSession
+def closed(channel_name: str, reason: str) -> None:
+    """Queue the closing of one connection's row."""
+    _writer().add(_Close("channel_name", channel_name, reason))
 
-    return ClientSession.objects.filter(client_id=client_id, closed_at__isnull=True).update(
-        closed_at=timezone.now(), close_reason=reason[:REASON_MAX]
-    )
+
+def client_closed(client_id: str, reason: str) -> None:
+    """Queue the closing of every open row of a client-id."""
+    _writer().add(_Close("client_id", client_id, reason))
+
+
+async def flush() -> None:
+    """Wait until every operation queued so far in this event loop is written."""
+    await _writer().flush()

@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from chat_ws import api
+from chat_ws import api, sessions
 from chat_ws.exceptions import WS_4002_FORGOTTEN, ClientGone, QuestionCancelled
 from chat_ws.models import ClientSession
 from chat_ws.store import get_store
@@ -156,6 +156,7 @@ async def admin_async(async_client: Any) -> Any:
 
 
 async def _session_pk(client_id: str) -> int:
+    await sessions.flush()
     row = await ClientSession.objects.filter(client_id=client_id).afirst()
     assert row is not None
     return row.pk
@@ -174,6 +175,7 @@ async def test_force_disconnect_action(admin_async: Any, store: Any) -> None:
     assert await client.close_code() == WS_4002_FORGOTTEN
     with pytest.raises(ClientGone):
         await asyncio.wait_for(task, WAIT)
+    await sessions.flush()
     row = await ClientSession.objects.aget(pk=pk)
     assert row.close_reason == "admin" and not row.is_open
     await client.disconnect()

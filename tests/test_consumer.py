@@ -84,11 +84,15 @@ async def test_client_id_in_message_is_replaced_by_the_connections(backend: str)
 async def test_session_rows_open_and_close(backend: str) -> None:
     from chat_ws.models import ClientSession
 
+    from chat_ws import sessions
+
     comm = await Comm("history-1").connect()
+    await sessions.flush()
     row = await ClientSession.objects.aget(client_id="history-1")
     assert row.is_open and row.server_id
     await comm.send({"dispatch-key": "close-channel"})
     await comm.close_code()
     await comm.disconnect()
+    await sessions.flush()
     row = await ClientSession.objects.aget(client_id="history-1")
     assert not row.is_open and row.close_reason == "close-channel"
