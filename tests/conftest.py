@@ -70,6 +70,18 @@ async def store(backend: str) -> AsyncIterator[Any]:
 
 
 @pytest.fixture(autouse=True)
+async def _session_rows_written(_django_db_marker: None) -> AsyncIterator[None]:
+    """Session rows queued by a test are written before its database is torn down."""
+    yield
+    import asyncio
+
+    from chat_ws import sessions
+
+    if asyncio.get_running_loop() in sessions._writers:
+        await asyncio.wait_for(sessions.flush(), 10)
+
+
+@pytest.fixture(autouse=True)
 def _clean_process_state() -> Iterator[None]:
     """Each test starts with no local sockets, waiters or grace timers left by another."""
     yield
