@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from bench.clients import Target, close_socket, converse, keep_alive, open_socket
+from bench.report import merge_counts
 
 
 def _raise_fd_limit() -> None:
@@ -173,7 +174,7 @@ class Generator:
         )
         return {
             "opened": sum(r["opened"] for r in replies),
-            "errors": _merge(r["errors"] for r in replies),
+            "errors": merge_counts(r["errors"] for r in replies),
             "seconds": max(r["ended"] for r in replies) - min(r["began"] for r in replies),
         }
 
@@ -186,7 +187,7 @@ class Generator:
             "cycles": [c for r in replies for c in r["cycles"]],
             "server_p50": [v for r in replies for v in r["server_p50"]],
             "server_p99": [v for r in replies for v in r["server_p99"]],
-            "errors": _merge(r["errors"] for r in replies),
+            "errors": merge_counts(r["errors"] for r in replies),
         }
 
     def close(self, *, concurrency: int = 200) -> int:
@@ -202,10 +203,3 @@ class Generator:
                 if proc.is_alive():
                     proc.kill()
 
-
-def _merge(dicts: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for d in dicts:
-        for k, v in d.items():
-            out[k] = out.get(k, 0) + v
-    return out

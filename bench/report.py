@@ -52,7 +52,7 @@ def aggregate(data: dict[str, Any]) -> dict[str, Any]:
             "us_per_connect": _median([r["server_us_per_connect"] for r in rows]),
             "attempted": sum(r["attempted"] for r in rows),
             "opened": sum(r["opened"] for r in rows),
-            "errors": _merge(r["errors"] for r in rows),
+            "errors": merge_counts(r["errors"] for r in rows),
         }
     for target, agg in connects.items():
         ref = connects.get(REFERENCE)
@@ -60,7 +60,8 @@ def aggregate(data: dict[str, Any]) -> dict[str, Any]:
     return {"rt": rt, "connects": connects, "memory": data["memory"]}
 
 
-def _merge(dicts: Any) -> dict[str, int]:
+def merge_counts(dicts: Any) -> dict[str, int]:
+    """Sum dicts of counts key by key."""
     out: dict[str, int] = {}
     for d in dicts:
         for k, v in d.items():

@@ -16,7 +16,7 @@ from chat_ws.codec import Keyword
 from chat_ws.stress.client import WS_4002_FORGOTTEN, ClientError, SimClient, now_ms
 from chat_ws.stress.config import StressConfig
 from chat_ws.stress.soak import soak
-from chat_ws.stress.worker import Worker
+from chat_ws.stress.worker import Worker, share_of
 
 HANDLER_FAILED = "server error :handler-failed"
 
@@ -97,7 +97,7 @@ async def promises(w: Worker) -> None:
     clients = await w.connect_many(n_clients, progress=False)
     try:
         await w.phase("connected")
-        per = [questions // n_clients + (1 if i < questions % n_clients else 0) for i in range(n_clients)]
+        per = [share_of(questions, i, n_clients) for i in range(n_clients)]
 
         async def converse(client: SimClient, count: int) -> None:
             if count <= 0:
@@ -136,7 +136,7 @@ async def bursts(w: Worker) -> None:
     clients = await w.connect_many(n_clients, progress=False)
     try:
         await w.phase("connected")
-        per = [size // max(1, n_clients) + (1 if i < size % max(1, n_clients) else 0) for i in range(n_clients)]
+        per = [share_of(size, i, max(1, n_clients)) for i in range(n_clients)]
 
         async def burst(client: SimClient, count: int) -> None:
             sent: list[tuple[float, asyncio.Future[float]]] = []
