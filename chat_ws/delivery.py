@@ -102,7 +102,7 @@ async def join(endpoint: Any) -> None:
 
 async def deliver(client_id: str, message: Message) -> None:
     """Send message to client_id's socket wherever it is; nothing happens when none is open."""
-    protocol.outgoing(message)  # validate before anything leaves this process
+    protocol.validate(message)  # before anything leaves this process
     endpoint = _local.get(client_id)
     if endpoint is not None:
         await endpoint.push(message)

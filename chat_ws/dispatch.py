@@ -61,7 +61,7 @@ def handler(
     its own task unless ``inline=True`` (for quick handlers whose order matters); a returned map
     is sent back to the client, ``None`` sends nothing.
     """
-    protocol.outgoing({"dispatch-key": key})  # validates the key's characters
+    protocol.validate({"dispatch-key": key})
 
     def decorator(func: HandlerFunc) -> HandlerFunc:
         if key in _registry and not replace and _registry[key].func is not func:

@@ -155,7 +155,7 @@ async def ask(
     meta: dict[str, Any] | None = None,
 ) -> Answer:
     """Send a question to client_id and wait for the answer (see chat_ws.api.ask)."""
-    protocol.outgoing(message)
+    protocol.validate(message)
     if on_disconnect not in ("hold", "fail"):
         raise ValueError("on_disconnect must be 'hold' or 'fail'")
     conf = get_settings()

@@ -59,13 +59,19 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def outgoing(message: Message) -> Message:
-    """Validate a server message and return a copy stamped with :timestamp."""
+def validate(message: Message) -> str:
+    """Check that a server message is a map with a valid dispatch-key; return the key."""
     if not isinstance(message, dict):
         raise InvalidMessage(f"a message must be a map, not {type(message).__name__}")
     key = message.get("dispatch-key")
     if not isinstance(key, str) or not _DISPATCH_KEY_RE.match(key):
         raise InvalidMessage(f"invalid dispatch-key {key!r}")
+    return key
+
+
+def outgoing(message: Message) -> Message:
+    """Validate a server message and return a copy stamped with :timestamp."""
+    key = validate(message)
     stamped = dict(message)
     stamped["dispatch-key"] = Keyword(key)
     stamped["timestamp"] = now()
