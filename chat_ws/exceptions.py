@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 # Close codes (RFC 6455 section 7.4 and the 4000-4999 private range).
-WS_1000_NORMAL_CLOSURE = 1000
-WS_1001_GOING_AWAY = 1001
-WS_1003_UNSUPPORTED_DATA = 1003
 WS_1008_POLICY_VIOLATION = 1008
 WS_1009_MESSAGE_TOO_BIG = 1009
-WS_1011_INTERNAL_ERROR = 1011
 WS_4001_REPLACED = 4001  # another connection with the same client-id took over
 WS_4002_FORGOTTEN = 4002  # the server forgot the client (close-channel, sweep, admin)
 WS_4003_CLIENT_ID_BOUND = 4003  # the client-id belongs to another user or session
@@ -36,10 +32,6 @@ class MalformedMessage(ChatWsError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
-
-
-class UnknownDispatchKey(ChatWsError):
-    """A message names a dispatch-key that no handler serves."""
 
 
 class InvalidMessage(ChatWsError):

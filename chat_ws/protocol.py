@@ -15,14 +15,11 @@ PING = "ping"
 ALIVE_CONFIRM = "alive-confirm"
 DOMAIN_EXPERT_SAYS = "domain-expert-says"
 CLOSE_CHANNEL = "close-channel"
-START_CONVERSATION = "start-conversation"
-RESUME_CONVERSATION = "resume-conversation"
 
 # Server -> client
 PING_CONFIRM = "ping-confirm"
 ALIVE_CHECK = "alive?"
 CLEAR_PROMISE_KEYS = "clear-promise-keys"
-IVIEWR_SAYS = "iviewr-says"
 ERROR = "error"
 
 # Error codes carried in an error reply's :error field

@@ -23,13 +23,6 @@ class Answer:
     client_id: str
     conversation: str
 
-    def as_original(self) -> dict[str, Any]:
-        """The map the original server resolved its promise to."""
-        out: dict[str, Any] = {"msg-type": "expert-response", "text": self.text}
-        if self.table is not None:
-            out["table"] = self.table
-        return out
-
 
 @dataclass
 class Question:

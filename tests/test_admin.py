@@ -19,6 +19,7 @@ from chat_ws.store import get_store
 from chat_ws.sweeper import run_sync
 from chat_ws.types import Question
 from tests.comm import Comm
+from tests.seeding import add
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,7 +39,7 @@ def add_question(p_key: str, client_id: str = "client-a", text: str = "What do y
         p_key, client_id, "process", {"dispatch-key": "iviewr-says", "text": text}, now - 90, now + 3600
     )
     store = get_store()
-    run_sync(lambda: store.add_question(question, max_pending=10))
+    run_sync(lambda: add(store, question))
 
 
 def staff_user(*perms: str) -> Any:

@@ -10,6 +10,7 @@ import pytest
 
 from chat_ws.exceptions import TooManyPending
 from chat_ws.types import Question
+from tests.seeding import add
 
 
 def question(p_key: str, client_id: str = "c1", conversation: str = "process", **kw: Any) -> Question:
@@ -27,15 +28,15 @@ def question(p_key: str, client_id: str = "c1", conversation: str = "process", *
 
 
 async def test_add_assigns_increasing_seq(store: Any) -> None:
-    a = await store.add_question(question("p1"), max_pending=10)
-    b = await store.add_question(question("p2"), max_pending=10)
+    a = await add(store, question("p1"), max_pending=10)
+    b = await add(store, question("p2"), max_pending=10)
     assert 0 < a.seq < b.seq
     assert [q.p_key for q in await store.client_questions("c1")] == ["p1", "p2"]
 
 
 async def test_record_round_trips(store: Any) -> None:
     original = question("p1", on_disconnect="fail", extra={"k": [1, 2]})
-    await store.add_question(original, max_pending=10)
+    await add(store, original, max_pending=10)
     loaded = await store.get_question("p1")
     assert loaded is not None
     assert (loaded.p_key, loaded.client_id, loaded.conversation) == ("p1", "c1", "process")
@@ -48,27 +49,27 @@ async def test_record_round_trips(store: Any) -> None:
 
 async def test_resolve_picks_most_recent_matching(store: Any) -> None:
     for key in ("p1", "p2", "p3"):
-        await store.add_question(question(key), max_pending=10)
+        await add(store, question(key), max_pending=10)
     resolved = await store.resolve("c1", ["p1", "p2", "nope"])
     assert resolved is not None and resolved.p_key == "p2"
     assert [q.p_key for q in await store.client_questions("c1")] == ["p1", "p3"]
 
 
 async def test_resolve_is_exactly_once(store: Any) -> None:
-    await store.add_question(question("p1"), max_pending=10)
+    await add(store, question("p1"), max_pending=10)
     results = await asyncio.gather(*(store.resolve("c1", ["p1"]) for _ in range(20)))
     assert sum(r is not None for r in results) == 1
     assert await store.get_question("p1") is None
 
 
 async def test_resolve_ignores_other_clients_keys(store: Any) -> None:
-    await store.add_question(question("p1", client_id="victim"), max_pending=10)
+    await add(store, question("p1", client_id="victim"), max_pending=10)
     assert await store.resolve("attacker", ["p1"]) is None
     assert await store.get_question("p1") is not None
 
 
 async def test_resolve_with_no_or_many_keys(store: Any) -> None:
-    await store.add_question(question("p1"), max_pending=10)
+    await add(store, question("p1"), max_pending=10)
     assert await store.resolve("c1", []) is None
     many = [f"k{i}" for i in range(5000)] + ["p1"]
     resolved = await store.resolve("c1", many)
@@ -76,7 +77,7 @@ async def test_resolve_with_no_or_many_keys(store: Any) -> None:
 
 
 async def test_take_removes_everywhere(store: Any) -> None:
-    await store.add_question(question("p1"), max_pending=10)
+    await add(store, question("p1"), max_pending=10)
     taken = await store.take("p1")
     assert taken is not None and taken.p_key == "p1"
     assert await store.take("p1") is None
@@ -86,16 +87,16 @@ async def test_take_removes_everywhere(store: Any) -> None:
 
 async def test_max_pending(store: Any) -> None:
     for i in range(3):
-        await store.add_question(question(f"p{i}"), max_pending=3)
+        await add(store, question(f"p{i}"), max_pending=3)
     with pytest.raises(TooManyPending):
-        await store.add_question(question("p9"), max_pending=3)
+        await add(store, question("p9"), max_pending=3)
     assert len(await store.client_questions("c1")) == 3
 
 
 async def test_pending_filters_by_client_and_conversation(store: Any) -> None:
-    await store.add_question(question("a1", "a", "process"), max_pending=10)
-    await store.add_question(question("a2", "a", "data"), max_pending=10)
-    await store.add_question(question("b1", "b", "process"), max_pending=10)
+    await add(store, question("a1", "a", "process"), max_pending=10)
+    await add(store, question("a2", "a", "data"), max_pending=10)
+    await add(store, question("b1", "b", "process"), max_pending=10)
     assert [q.p_key for q in await store.pending()] == ["a1", "a2", "b1"]
     assert [q.p_key for q in await store.pending("a")] == ["a1", "a2"]
     assert [q.p_key for q in await store.pending("a", "data")] == ["a2"]
@@ -103,9 +104,9 @@ async def test_pending_filters_by_client_and_conversation(store: Any) -> None:
 
 
 async def test_take_client(store: Any) -> None:
-    await store.add_question(question("p1", on_disconnect="fail"), max_pending=10)
-    await store.add_question(question("p2"), max_pending=10)
-    await store.add_question(question("x1", client_id="other"), max_pending=10)
+    await add(store, question("p1", on_disconnect="fail"), max_pending=10)
+    await add(store, question("p2"), max_pending=10)
+    await add(store, question("x1", client_id="other"), max_pending=10)
     fail_fast = await store.take_client("c1", only_fail_fast=True)
     assert [q.p_key for q in fail_fast] == ["p1"]
     rest = await store.take_client("c1")
@@ -115,8 +116,8 @@ async def test_take_client(store: Any) -> None:
 
 async def test_expired_questions(store: Any) -> None:
     now = time.time()
-    await store.add_question(question("old", asked_at=now - 100, expires_at=now - 1), max_pending=10)
-    await store.add_question(question("new", asked_at=now, expires_at=now + 100), max_pending=10)
+    await add(store, question("old", asked_at=now - 100, expires_at=now - 1), max_pending=10)
+    await add(store, question("new", asked_at=now, expires_at=now + 100), max_pending=10)
     expired = await store.expired_questions(now)
     assert [q.p_key for q in expired] == ["old"]
     assert [q.p_key for q in await store.pending()] == ["new"]
@@ -149,20 +150,11 @@ async def test_presence_touch_and_silence_index(store: Any) -> None:
     assert not await store.touch("unknown", 1.0)
 
 
-async def test_drop_connection(store: Any) -> None:
-    await store.open_connection("c1", "s", "ch", 100.0)
-    assert await store.drop_connection("c1")
-    assert await store.connection("c1") is None
-    assert await store.connections() == []
-    assert await store.silent_since(1e12) == []
-    assert not await store.drop_connection("c1")
-
-
 async def test_forget_client_removes_questions_and_presence(store: Any) -> None:
     await store.open_connection("c1", "s", "ch", 100.0)
-    await store.add_question(question("p1"), max_pending=10)
-    await store.add_question(question("p2"), max_pending=10)
-    await store.add_question(question("x1", client_id="other"), max_pending=10)
+    await add(store, question("p1"), max_pending=10)
+    await add(store, question("p2"), max_pending=10)
+    await add(store, question("x1", client_id="other"), max_pending=10)
     await store.claim("bind:c1", "session:a", 60)
     await store.claim("bind:other", "session:b", 60)
     taken = await store.forget_client("c1", claims=["bind:c1"])
@@ -200,7 +192,7 @@ async def test_check(store: Any) -> None:
 
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
 async def test_redis_keys_use_prefix_and_have_ttls(store: Any, key_prefix: str) -> None:
-    await store.add_question(question("p1"), max_pending=10)
+    await add(store, question("p1"), max_pending=10)
     await store.open_connection("c1", "s", "ch", time.time())
     keys = [k.decode() async for k in store.redis.scan_iter(match="*")]
     ours = [k for k in keys if k.startswith(key_prefix + ":")]

@@ -15,6 +15,7 @@ from chat_ws.exceptions import WS_4002_FORGOTTEN, AnswerTimeout, ClientGone
 from chat_ws.models import ClientSession
 from chat_ws.types import Question
 from tests.comm import Comm
+from tests.seeding import add, lose_presence
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -156,7 +157,7 @@ async def test_questions_of_a_client_without_presence_fail(store: Any) -> None:
     client = await Comm().connect()
     task = ask(client.client_id)
     await client.recv()
-    await store.drop_connection(client.client_id)  # as when its record expired in Redis
+    await lose_presence(store, client.client_id)  # as when its record expired in Redis
     assert await store.orphaned_clients() == [client.client_id]
     report = await sweeping.sweep()
     assert report.orphaned == 1
@@ -367,10 +368,7 @@ async def test_store_stats_and_seen_since(store: Any) -> None:
     await store.open_connection("a", "srv", "chan-a", 100.0)
     await store.open_connection("b", "srv", "chan-b", 200.0)
     await store.close_connection("b", "chan-b", 250.0)
-    await store.add_question(
-        Question("p1", "a", "process", {"dispatch-key": "iviewr-says"}, asked_at=50.0, expires_at=9e9),
-        max_pending=10,
-    )
+    await add(store, Question("p1", "a", "process", {"dispatch-key": "iviewr-says"}, asked_at=50.0, expires_at=9e9))
     stats = await store.stats()
     assert (stats.open_connections, stats.closed_connections, stats.questions) == (1, 1, 1)
     assert stats.oldest_asked_at == pytest.approx(50.0)

@@ -42,12 +42,8 @@ class BaseStore(ABC):
 
     # ------------------------------------------------------------------ questions
     @abstractmethod
-    async def add_question(self, question: Question, *, max_pending: int) -> Question:
-        """Store a question, giving it its seq; raise TooManyPending past max_pending."""
-
-    @abstractmethod
     async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
-        """Store a question only for a known client, in one atomic step.
+        """Store a question, giving it its seq, only for a known client, in one atomic step.
 
         Returns the client's presence state ("open", "closed" or "none") and the stored question,
         or None when the client is unknown, or disconnected and the question is fail-fast.
@@ -118,10 +114,6 @@ class BaseStore(ABC):
     @abstractmethod
     async def closed_since(self, before: float, limit: int = 1000) -> list[str]:
         """Disconnected clients whose connection closed before the given time."""
-
-    @abstractmethod
-    async def drop_connection(self, client_id: str) -> bool:
-        """Remove every presence record of the client; True when one existed."""
 
     @abstractmethod
     async def forget_client(self, client_id: str, claims: Sequence[str] = ()) -> list[Question]:

@@ -42,7 +42,11 @@ class MemoryStore(BaseStore):
                     del self._by_client[question.client_id]
         return question
 
-    async def add_question(self, question: Question, *, max_pending: int) -> Question:
+    async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
+        record = self._connections.get(question.client_id)
+        state = "none" if record is None else ("open" if record.closed_at is None else "closed")
+        if state == "none" or (state == "closed" and question.on_disconnect == "fail"):
+            return state, None
         keys = self._by_client.setdefault(question.client_id, {})
         if len(keys) >= max_pending:
             if not keys:
@@ -56,14 +60,7 @@ class MemoryStore(BaseStore):
         stored.seq = next(self._seq)
         self._questions[stored.p_key] = stored
         keys[stored.p_key] = stored.seq
-        return copy.copy(stored)
-
-    async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
-        record = self._connections.get(question.client_id)
-        state = "none" if record is None else ("open" if record.closed_at is None else "closed")
-        if state == "none" or (state == "closed" and question.on_disconnect == "fail"):
-            return state, None
-        return state, await self.add_question(question, max_pending=max_pending)
+        return state, copy.copy(stored)
 
     async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
         keys = self._by_client.get(client_id)
@@ -153,9 +150,6 @@ class MemoryStore(BaseStore):
             c for c in self._connections.values() if c.closed_at is not None and c.closed_at < before
         ]
         return [c.client_id for c in sorted(found, key=lambda c: c.closed_at or 0)[:limit]]
-
-    async def drop_connection(self, client_id: str) -> bool:
-        return self._connections.pop(client_id, None) is not None
 
     async def forget_client(self, client_id: str, claims: Sequence[str] = ()) -> list[Question]:
         taken = await self.take_client(client_id)

@@ -79,22 +79,14 @@ class RedisStore(BaseStore):
 
     # ------------------------------------------------------------------ questions
     @unavailable
-    async def add_question(self, question: Question, *, max_pending: int) -> Question:
-        state, stored = await self._add(question, max_pending, None)
-        assert stored is not None
-        return stored
-
-    @unavailable
     async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
-        return await self._add(question, max_pending, question.on_disconnect)
-
-    async def _add(self, question: Question, max_pending: int, mode: str | None) -> tuple[str, Question | None]:
         keys = [
             self.key("q", question.p_key),
             self.key("cq", question.client_id),
             self.key("cv", question.client_id, question.conversation),
             self.key("idx", "q"),
             self.key("seq"),
+            self.key("conn", question.client_id),
         ]
         args: list[Any] = [
             question_to_json(question),
@@ -102,10 +94,8 @@ class RedisStore(BaseStore):
             repr(question.expires_at),
             self._question_ttl_ms(question),
             max_pending,
+            question.on_disconnect,
         ]
-        if mode is not None:
-            keys.append(self.key("conn", question.client_id))
-            args.append(mode)
         state, rec = await self._run(scripts.ADD_QUESTION, keys, args)
         state = state.decode()
         if state == "full":
@@ -254,10 +244,6 @@ class RedisStore(BaseStore):
             self.key("idx", "closed"), "-inf", f"({before!r}", start=0, num=limit
         )
         return [i.decode() for i in ids]
-
-    @unavailable
-    async def drop_connection(self, client_id: str) -> bool:
-        return bool(await self._run(scripts.DROP, self._presence_keys(client_id), [client_id]))
 
     @unavailable
     async def forget_client(self, client_id: str, claims: Sequence[str] = ()) -> list[Question]:

@@ -20,19 +20,17 @@ local function take(prefix, pk)
 end
 """
 
-# KEYS: q, cq, cv, idx:q, seq[, conn]   ARGV: record-json, p_key, expires_at, ttl_ms, max_pending[, mode]
-# With conn and mode ("hold"/"fail") the question is stored only for a known client: returns
+# KEYS: q, cq, cv, idx:q, seq, conn   ARGV: record-json, p_key, expires_at, ttl_ms, max_pending, mode
+# The question is stored only for a known client (mode "fail": only a connected one): returns
 # {state, record} where state is 'open', 'closed' or 'none' (record false when not stored).
 ADD_QUESTION = """
 local state = 'open'
-if KEYS[6] then
-  if redis.call('EXISTS', KEYS[6]) == 0 then
-    state = 'none'
-  elseif redis.call('HEXISTS', KEYS[6], 'closed_at') == 1 then
-    state = 'closed'
-  end
-  if state == 'none' or (state == 'closed' and ARGV[6] == 'fail') then return {state, false} end
+if redis.call('EXISTS', KEYS[6]) == 0 then
+  state = 'none'
+elseif redis.call('HEXISTS', KEYS[6], 'closed_at') == 1 then
+  state = 'closed'
 end
+if state == 'none' or (state == 'closed' and ARGV[6] == 'fail') then return {state, false} end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return {'full', false} end
 local seq = redis.call('INCR', KEYS[5])
 local rec = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
@@ -140,14 +138,6 @@ if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[1], 'closed
   redis.call('HSET', KEYS[1], 'alive_sent_at', ARGV[1])
 end
 return 1
-"""
-
-# KEYS: conn, idx:seen, idx:closed   ARGV: client_id
-DROP = """
-local existed = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return existed
 """
 
 # KEYS: cq, conn, idx:seen, idx:closed, claims...   ARGV: prefix, client_id
