@@ -11,6 +11,7 @@ from channels.layers import get_channel_layer
 from chat_ws import protocol
 from chat_ws.conf import setting
 from chat_ws.exceptions import ConfigurationError, InvalidMessage, StoreUnavailable
+from chat_ws.redis_policy import is_unreachable
 from chat_ws.types import Message
 
 logger = logging.getLogger(__name__)
@@ -84,17 +85,13 @@ def layer() -> Any:
     return found
 
 
-def _unreachable(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) or type(exc).__module__.startswith("redis.")
-
-
 async def join(endpoint: Any) -> None:
     """Add a socket to its client's group so that any process can reach it."""
     group = group_name(endpoint.client_id)
     try:
         await layer().group_add(group, endpoint.channel_name)
     except Exception as exc:
-        if _unreachable(exc):
+        if is_unreachable(exc):
             raise StoreUnavailable(f"channel layer unreachable: {exc}") from exc
         raise
     endpoint.groups = [group]
@@ -112,7 +109,7 @@ async def deliver(client_id: str, message: Message) -> None:
     except TypeError as exc:  # the layer's serializer refused the payload
         raise InvalidMessage(f"message cannot cross the channel layer: {exc}") from exc
     except Exception as exc:
-        if _unreachable(exc):
+        if is_unreachable(exc):
             raise StoreUnavailable(f"channel layer unreachable: {exc}") from exc
         raise
 

@@ -8,16 +8,10 @@ from typing import Any
 
 from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
 from channels_redis.utils import decode_hosts
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chat_ws.redis_policy import is_unreachable, reconnect_delay, retry_options
 
 logger = logging.getLogger(__name__)
-
-RETRY_FIRST = 0.1  # seconds before the first retry
-RETRY_CAP = 5.0  # seconds between retries at most
-
 
 POOL_SIZE = 1000  # connections per host and event loop (redis-py's default of 100 breaks at 500 clients)
 
@@ -27,8 +21,8 @@ def resilient_hosts(hosts: Any) -> list[dict[str, Any]]:
     entries = []
     for entry in decode_hosts(hosts):
         entry = dict(entry)
-        entry.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 4))
-        entry.setdefault("retry_on_error", [RedisConnectionError, RedisTimeoutError])
+        for option, value in retry_options().items():
+            entry.setdefault(option, value)
         entry.setdefault("max_connections", POOL_SIZE)
         entries.append(entry)
     return entries
@@ -47,11 +41,14 @@ class RedisChannelLayer(_RedisChannelLayer):
         super().__init__(hosts=resilient_hosts(hosts), **kwargs)
 
     async def receive(self, channel: str) -> Any:
-        delay = RETRY_FIRST
+        failures = 0
         while True:
             try:
                 return await super().receive(channel)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except Exception as exc:
+                if not is_unreachable(exc):
+                    raise
+                delay = reconnect_delay(failures)
+                failures += 1
                 logger.warning("channel layer receive failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_CAP)

@@ -15,20 +15,17 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat_ws.exceptions import StoreUnavailable
+from chat_ws.redis_policy import network_errors, reconnect_delay, retry_options
 from chat_ws.store.base import SettlementCallback
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 P = ParamSpec("P")
-NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between listener reconnection attempts
+NETWORK_ERRORS = network_errors()
+SUBSCRIBE_ERRORS: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *NETWORK_ERRORS)
 
 
 def unavailable(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -53,8 +50,7 @@ class LoopState:
             max_connections=pool_size,
             timeout=10,
             health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 4),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            **retry_options(),
         )
         self.client = aioredis.Redis(connection_pool=pool)
         self.scripts: dict[str, Any] = {}
@@ -130,7 +126,7 @@ class LoopConnections:
         state.listener = asyncio.create_task(self._listen(state, channel, callback, ready))
         try:
             await asyncio.wait_for(asyncio.shield(ready), timeout=10)
-        except (asyncio.TimeoutError, *NETWORK_ERRORS) as exc:
+        except SUBSCRIBE_ERRORS as exc:
             state.listener.cancel()
             state.listener = None
             raise StoreUnavailable(f"cannot subscribe to settlements: {exc}") from exc
@@ -159,14 +155,14 @@ class LoopConnections:
                 if not ready.done():
                     ready.set_exception(exc)
                     return
-                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                delay = reconnect_delay(failures)
                 failures += 1
                 logger.warning("settlement listener lost Redis (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
             except Exception:
                 logger.exception("settlement listener failed; restarting")
                 failures += 1
-                await asyncio.sleep(RETRY_DELAYS[-1])
+                await asyncio.sleep(reconnect_delay(failures))
             finally:
                 try:
                     await pubsub.aclose()
