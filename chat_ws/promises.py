@@ -138,13 +138,6 @@ def _answer(question: Question, message: Message) -> Answer:
     )
 
 
-def _clear_message(p_keys: list[str]) -> Message:
-    return {
-        "dispatch-key": protocol.CLEAR_PROMISE_KEYS,
-        "promise-keys": [Keyword(k) for k in p_keys],
-    }
-
-
 async def ask(
     client_id: str,
     message: Message,
@@ -231,8 +224,9 @@ async def _await_settlement(
             except asyncio.TimeoutError:
                 return LOST, "the question vanished from the store (was Redis restarted or flushed?)"
     if await get_store().take(question.p_key) is not None:
-        await _tell_forgotten(question)
-        return TIMEOUT, f"no answer within {wait:g}s"
+        reason = f"no answer within {wait:g}s"
+        await tell_cleared(question, TIMEOUT, reason)
+        return TIMEOUT, reason
     # Someone settled it at the same moment; its notice is on its way.
     try:
         return await asyncio.wait_for(future, settle_wait)
@@ -247,9 +241,27 @@ async def _still_pending(question: Question) -> bool:
         return True  # cannot tell now; look again at the next check
 
 
-async def _tell_forgotten(question: Question) -> None:
+def clear_message(question: Question, outcome: Outcome | None = None, description: str = "") -> Message:
+    """The clear-promise-keys message that tells the client to forget a settled question.
+
+    After an answer it names the key only. A question withdrawn without an answer also carries
+    ``reason`` (``cancelled`` or ``timeout``) and a human ``description``; clients that do not
+    know these fields ignore them.
+    """
+    message: Message = {
+        "dispatch-key": protocol.CLEAR_PROMISE_KEYS,
+        "promise-keys": [Keyword(question.p_key)],
+    }
+    if outcome is not None:
+        message["reason"] = Keyword(outcome)
+        message["description"] = description or str(outcome)
+    return message
+
+
+async def tell_cleared(question: Question, outcome: Outcome, description: str) -> None:
+    """Tell the client that a question it was asked is withdrawn; a client already gone is fine."""
     try:
-        await delivery.deliver(question.client_id, _clear_message([question.p_key]))
+        await delivery.deliver(question.client_id, clear_message(question, outcome, description))
     except Exception:  # the client may be gone; the question is settled either way
         logger.debug("could not send clear-promise-keys for %s", question.p_key, exc_info=True)
 
@@ -258,7 +270,7 @@ async def _abandon(question: Question) -> None:
     """The asker was cancelled: remove its question so nobody answers into the void."""
     try:
         if await asyncio.shield(get_store().take(question.p_key)) is not None:
-            await asyncio.shield(_tell_forgotten(question))
+            await asyncio.shield(tell_cleared(question, CANCELLED, "the server withdrew the question"))
     except Exception:
         logger.warning("could not withdraw question %s of a cancelled asker", question.p_key)
 
@@ -301,18 +313,13 @@ async def answer(client_id: str, message: Message) -> Question | None:
     return question
 
 
-def clear_message(question: Question) -> Message:
-    """The clear-promise-keys message that follows an answer."""
-    return _clear_message([question.p_key])
-
-
 async def cancel(p_key: str, reason: str = "cancelled") -> bool:
     """Cancel one pending question; its asker raises QuestionCancelled. False if already gone."""
     question = await get_store().take(p_key)
     if question is None:
         return False
     await settle(question, CANCELLED, reason)
-    await _tell_forgotten(question)
+    await tell_cleared(question, CANCELLED, reason)
     return True
 
 

@@ -228,14 +228,10 @@ async def _expire_questions(store: BaseStore, now: float, batch: int, report: Sw
         report.expired += await store.count_expired(now)
         return
     for question in await store.expired_questions(now, limit=batch):
-        await promises.settle(
-            question, promises.TIMEOUT, f"no answer within {question.expires_at - question.asked_at:g}s"
-        )
+        reason = f"no answer within {question.expires_at - question.asked_at:g}s"
+        await promises.settle(question, promises.TIMEOUT, reason)
         report.expired += 1
-        try:
-            await delivery.deliver(question.client_id, promises.clear_message(question))
-        except Exception:  # the client may be gone; the question is settled either way
-            logger.debug("could not clear %s on its client", question.p_key, exc_info=True)
+        await promises.tell_cleared(question, promises.TIMEOUT, reason)
 
 
 async def _remove_orphans(store: BaseStore, batch: int, report: SweepReport) -> None:

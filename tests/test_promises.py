@@ -44,6 +44,7 @@ async def test_ask_and_answer(store: Any) -> None:
     cleared = await client.recv()
     assert cleared["dispatch-key"] == "clear-promise-keys"
     assert [str(k) for k in cleared["promise-keys"]] == [p_key]
+    assert "reason" not in cleared and "description" not in cleared  # an answer, not a withdrawal
     assert await store.pending() == []
     await client.disconnect()
 
@@ -117,6 +118,7 @@ async def test_timeout_removes_question_and_tells_client(store: Any) -> None:
         await asyncio.wait_for(task, WAIT)
     cleared = await client.recv()
     assert cleared["dispatch-key"] == "clear-promise-keys" and [str(k) for k in cleared["promise-keys"]] == [p_key]
+    assert cleared["reason"] == "timeout" and "no answer within" in cleared["description"]
     assert await store.pending() == []
     await client.disconnect()
 
@@ -137,10 +139,12 @@ async def test_cancel(store: Any) -> None:
     client = await Comm().connect()
     task = ask(client.client_id, "cancel me")
     p_key = str((await client.recv())["p-key"])
-    assert await api.cancel(p_key)
+    assert await api.cancel(p_key, "the operator closed this topic")
     with pytest.raises(QuestionCancelled):
         await asyncio.wait_for(task, WAIT)
-    assert (await client.recv())["dispatch-key"] == "clear-promise-keys"
+    cleared = await client.recv()
+    assert cleared["dispatch-key"] == "clear-promise-keys" and [str(k) for k in cleared["promise-keys"]] == [p_key]
+    assert (cleared["reason"], cleared["description"]) == ("cancelled", "the operator closed this topic")
     assert not await api.cancel(p_key)
     await client.disconnect()
 
@@ -152,7 +156,8 @@ async def test_cancelled_asker_withdraws_its_question(store: Any) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert (await client.recv())["dispatch-key"] == "clear-promise-keys"
+    cleared = await client.recv()
+    assert cleared["dispatch-key"] == "clear-promise-keys" and cleared["reason"] == "cancelled"
     assert await store.pending() == []
     await client.disconnect()
 
