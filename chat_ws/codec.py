@@ -11,7 +11,8 @@ Internal representation, shared by both codecs and by every handler:
 * ``#inst`` -> timezone-aware ``datetime``; ``#uuid`` -> ``str``.
 
 On output the EDN codec writes :class:`Keyword` values, and the values of the fields in
-:data:`KEYWORD_FIELDS`, as keywords; everything else as EDN data. JSON writes keywords as
+:data:`PROTOCOL_KEYWORD_FIELDS` plus the site's ``EDN_KEYWORD_FIELDS`` setting, as keywords;
+everything else as EDN data. JSON writes keywords as
 strings, sets as arrays and datetimes as ISO-8601 strings (milliseconds, ``Z``).
 
 EDN input is read by :mod:`chat_ws.edn_reader`, which covers what clients send; a frame outside
@@ -26,9 +27,10 @@ import math
 import re
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Protocol
 
 import edn_format
@@ -44,11 +46,12 @@ __all__ = [
     "EDN_SUBPROTOCOL",
     "JSON",
     "JSON_SUBPROTOCOL",
-    "KEYWORD_FIELDS",
+    "PROTOCOL_KEYWORD_FIELDS",
     "Codec",
     "EdnCodec",
     "JsonCodec",
     "Keyword",
+    "edn_codec",
     "format_inst",
     "negotiate",
 ]
@@ -58,20 +61,11 @@ logger = logging.getLogger(__name__)
 JSON_SUBPROTOCOL = "chat_ws.json"
 EDN_SUBPROTOCOL = "chat_ws.edn"
 
-KEYWORD_FIELDS = frozenset(
-    {
-        "dispatch-key",
-        "p-key",
-        "promise-keys",
-        "error",
-        "reason",
-        "in-reply-to",
-        "msg-type",
-        "conversation-id",
-        "conversation",
-    }
+PROTOCOL_KEYWORD_FIELDS = frozenset(
+    {"dispatch-key", "p-key", "promise-keys", "error", "reason", "in-reply-to"}
 )
-"""Fields whose string values the EDN codec writes as keywords (sets and lists element-wise)."""
+"""Fields of the protocol whose string values the EDN codec always writes as keywords
+(sets and lists element-wise); a site adds its own with the ``EDN_KEYWORD_FIELDS`` setting."""
 
 
 class Codec(Protocol):
@@ -269,7 +263,7 @@ def _edn_keyword_or_string(text: str) -> str:
     return ":" + text if _KEYWORD_RE.match(text) else _edn_string(text)
 
 
-def _to_edn(value: Any, as_keyword: bool, out: list[str]) -> None:
+def _to_edn(value: Any, as_keyword: bool, out: list[str], fields: frozenset[str]) -> None:
     if isinstance(value, str):
         if as_keyword or isinstance(value, Keyword):
             out.append(_edn_keyword_or_string(value))
@@ -300,23 +294,23 @@ def _to_edn(value: Any, as_keyword: bool, out: list[str]) -> None:
             if isinstance(k, str):
                 out.append(_edn_keyword_or_string(k))
             else:
-                _to_edn(k, False, out)
+                _to_edn(k, False, out, fields)
             out.append(" ")
-            _to_edn(v, k in KEYWORD_FIELDS, out)
+            _to_edn(v, k in fields, out, fields)
         out.append("}")
     elif isinstance(value, (list, tuple)):
         out.append("[")
         for i, v in enumerate(value):
             if i:
                 out.append(" ")
-            _to_edn(v, as_keyword, out)
+            _to_edn(v, as_keyword, out, fields)
         out.append("]")
     elif isinstance(value, (set, frozenset)):
         out.append("#{")
         for i, v in enumerate(sorted(value, key=repr)):
             if i:
                 out.append(" ")
-            _to_edn(v, as_keyword, out)
+            _to_edn(v, as_keyword, out, fields)
         out.append("}")
     elif isinstance(value, datetime):
         out.append('#inst "' + format_inst(value) + '"')
@@ -338,6 +332,9 @@ class EdnCodec:
     name = "edn"
     subprotocol: str | None = None
 
+    def __init__(self, keyword_fields: Iterable[str] = ()) -> None:
+        self.keyword_fields = PROTOCOL_KEYWORD_FIELDS | frozenset(keyword_fields)
+
     def decode(self, text: str, *, max_nesting: int) -> Message:
         """Decode one EDN map: the fast reader, or edn_format for text outside its subset."""
         try:
@@ -356,7 +353,7 @@ class EdnCodec:
     def encode(self, message: Message) -> str:
         """Encode one map as EDN text."""
         out: list[str] = []
-        _to_edn(message, False, out)
+        _to_edn(message, False, out, self.keyword_fields)
         return "".join(out)
 
 
@@ -416,10 +413,22 @@ JSON = JsonCodec()
 CODECS: dict[str, Codec] = {"edn": EDN, "json": JSON}
 
 
-def negotiate(offered: list[str], default: str = "edn") -> tuple[Codec, str | None]:
-    """Pick the codec for the subprotocols a client offers; return it and the one to accept."""
+@lru_cache(maxsize=8)
+def edn_codec(keyword_fields: frozenset[str] = frozenset()) -> EdnCodec:
+    """The EDN codec that also writes the values of ``keyword_fields`` as keywords (shared)."""
+    return EdnCodec(keyword_fields) if keyword_fields else EDN
+
+
+def negotiate(
+    offered: list[str], default: str = "edn", keyword_fields: frozenset[str] = frozenset()
+) -> tuple[Codec, str | None]:
+    """Pick the codec for the subprotocols a client offers; return it and the one to accept.
+
+    ``keyword_fields`` are the site's extra EDN keyword fields (the ``EDN_KEYWORD_FIELDS`` setting).
+    """
     if JSON_SUBPROTOCOL in offered:
         return JSON, JSON_SUBPROTOCOL
+    edn = edn_codec(keyword_fields)
     if EDN_SUBPROTOCOL in offered:
-        return EDN, EDN_SUBPROTOCOL
-    return CODECS[default], None
+        return edn, EDN_SUBPROTOCOL
+    return (edn if default == "edn" else CODECS[default]), None

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_BYTES": 64 * 1024,  # bytes per incoming frame; larger frames close with 1009
     "MAX_NESTING": 32,  # levels of nested maps/vectors/sets in one incoming message
     "DEFAULT_CODEC": "edn",  # codec when the client offers no subprotocol: "edn" or "json"
+    "EDN_KEYWORD_FIELDS": (),  # fields whose string values EDN writes as keywords, besides the protocol's
     "RATE_LIMIT": 30.0,  # messages per second per connection (token bucket refill rate)
     "RATE_BURST": 60,  # messages a connection may send at once before the rate applies
     "RATE_ABUSE_STRIKES": 50,  # refused messages in a row before the socket is closed (1008/4008)
@@ -44,7 +45,6 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_RETENTION": 3600,  # seconds presence remembers a closed connection
     # Application
     "HANDLER_MODULES": [],  # modules imported at start-up so their @handler functions register
-    "LOADTEST": False,  # enable the built-in load-test conversation
     # Sweep and operations
     "SWEEP_INTERVAL": 60,  # seconds between sweeps of `chat_ws_sweep --loop` and the Celery beat entry
     "SWEEP_LOCK_TTL": 60,  # seconds one sweep holds the sweep lock at most (crashed sweepers release it)
@@ -61,6 +61,7 @@ def get_settings() -> dict[str, Any]:
     user = getattr(settings, "CHAT_WS", {}) or {}
     merged = dict(DEFAULTS)
     merged.update(user)
+    merged["EDN_KEYWORD_FIELDS"] = frozenset(merged["EDN_KEYWORD_FIELDS"])
     if "STORE" not in user and merged.get("REDIS_URL"):
         merged["STORE"] = "chat_ws.store.redis.RedisStore"
     return merged

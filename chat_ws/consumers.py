@@ -73,7 +73,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.max_nesting: int = conf["MAX_NESTING"]
         self.bucket = TokenBucket(conf["RATE_LIMIT"], conf["RATE_BURST"])
         self.abuse_strikes: int = conf["RATE_ABUSE_STRIKES"]
-        self.codec, subprotocol = negotiate(self.scope.get("subprotocols") or [], conf["DEFAULT_CODEC"])
+        self.codec, subprotocol = negotiate(
+            self.scope.get("subprotocols") or [], conf["DEFAULT_CODEC"], conf["EDN_KEYWORD_FIELDS"]
+        )
         self.ctx = Context(client_id, self.channel_name, self.scope)
         self.sent_questions: set[str] = set()
         self._early: list[str] | None = []  # frames pushed before the handshake completes

@@ -94,14 +94,18 @@ CHAT_WS = {
     "KEY_PREFIX": os.environ.get("CHAT_WS_PREFIX", "chat_ws"),
     "HANDLER_MODULES": ["stbd_project.interview.handlers"]
     + [m for m in os.environ.get("CHAT_WS_EXTRA_HANDLERS", "").split(",") if m],
-    "LOADTEST": True,
     "RECONNECT_GRACE": float(os.environ.get("CHAT_WS_RECONNECT_GRACE", "60")),
     # Load tests answer thousands of questions per second on one socket: raise the limits there.
     "RATE_LIMIT": float(os.environ.get("CHAT_WS_RATE_LIMIT", "30")),
     "RATE_BURST": int(os.environ.get("CHAT_WS_RATE_BURST", "60")),
     "HEALTH_TOKEN": os.environ.get("CHAT_WS_HEALTH_TOKEN") or None,
     "QUESTION_CHECK_INTERVAL": float(os.environ.get("CHAT_WS_QUESTION_CHECK_INTERVAL", "30")),
+    # The original client reads these demo fields as keywords (:conversation-id :process).
+    "EDN_KEYWORD_FIELDS": ["msg-type", "conversation-id", "conversation"],
 }
+
+# The demo's load-test conversation (start-conversation :loadtest), driven by `python -m loadtest`.
+STBD_LOADTEST = os.environ.get("STBD_LOADTEST", "1") == "1"
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
 LANGUAGE_CODE = "en-us"

@@ -28,7 +28,7 @@ def key_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def _chat_ws_conf(**overrides: Any) -> dict[str, Any]:
-    conf: dict[str, Any] = {"HANDLER_MODULES": ["stbd_project.interview.handlers"], "LOADTEST": True}
+    conf: dict[str, Any] = {"HANDLER_MODULES": ["stbd_project.interview.handlers"]}
     conf.update(overrides)
     return conf
 

@@ -3,10 +3,7 @@
 from stbd_project.settings import *  # noqa: F401,F403
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-CHAT_WS = {
-    "HANDLER_MODULES": ["stbd_project.interview.handlers"],
-    "LOADTEST": True,
-}
+CHAT_WS = {"HANDLER_MODULES": ["stbd_project.interview.handlers"]}
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {

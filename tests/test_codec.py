@@ -19,6 +19,7 @@ from chat_ws.codec import (
     EdnCodec,
     Keyword,
     _decode_with_edn_format,
+    edn_codec,
     format_inst,
     negotiate,
 )
@@ -369,3 +370,21 @@ def test_bad_edn_is_a_malformed_message(text: str, reason: str) -> None:
     with pytest.raises(MalformedMessage) as exc:
         EDN.decode(text, max_nesting=NESTING)
     assert exc.value.reason == reason
+
+
+# ------------------------------------------------------------------ site keyword fields
+def test_edn_writes_protocol_fields_as_keywords_and_site_fields_only_when_configured() -> None:
+    message = {"dispatch-key": "iviewr-says", "conversation-id": "process", "reason": "timeout"}
+    assert EDN.encode(message) == '{:dispatch-key :iviewr-says, :conversation-id "process", :reason :timeout}'
+    site = edn_codec(frozenset({"conversation-id"}))
+    assert site.encode(message) == "{:dispatch-key :iviewr-says, :conversation-id :process, :reason :timeout}"
+    assert edn_codec(frozenset({"conversation-id"})) is site  # one codec per field set, shared
+    assert edn_codec() is EDN
+
+
+def test_negotiate_gives_the_site_fields_to_edn_only() -> None:
+    fields = frozenset({"msg-type"})
+    codec, accepted = negotiate([], "edn", fields)
+    assert accepted is None and codec.encode({"dispatch-key": "x", "msg-type": "a"}) == "{:dispatch-key :x, :msg-type :a}"
+    codec, accepted = negotiate(["chat_ws.json"], "edn", fields)
+    assert accepted == "chat_ws.json" and codec is JSON

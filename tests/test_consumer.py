@@ -96,3 +96,15 @@ async def test_session_rows_open_and_close(backend: str) -> None:
     await sessions.flush()
     row = await ClientSession.objects.aget(client_id="history-1")
     assert not row.is_open and row.close_reason == "close-channel"
+
+
+async def test_site_keyword_fields_reach_the_edn_wire(settings: Any, backend: str) -> None:
+    from chat_ws import api
+    from tests.conftest import chat_ws_settings
+
+    chat_ws_settings(settings, EDN_KEYWORD_FIELDS=["conversation-id"])
+    comm = await Comm().connect()
+    await api.send(comm.client_id, {"dispatch-key": "iviewr-says", "conversation-id": "process", "text": "process"})
+    event = await comm.comm.receive_output(5)
+    assert ":conversation-id :process" in event["text"] and ':text "process"' in event["text"]
+    await comm.disconnect()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat_ws.codec import EDN, KEYWORD_FIELDS, _decode_with_edn_format
+from chat_ws.codec import EDN, PROTOCOL_KEYWORD_FIELDS, _decode_with_edn_format
 from chat_ws.edn_reader import Keyword, Unsupported, read
 from chat_ws.exceptions import MalformedMessage
 
@@ -206,7 +206,7 @@ SCALARS = st.one_of(
     KEYWORD_NAMES.map(Keyword),
     INSTANTS,
 )
-KEYS = st.one_of(st.text(max_size=12), KEYWORD_NAMES, st.integers()).filter(lambda k: k not in KEYWORD_FIELDS)
+KEYS = st.one_of(st.text(max_size=12), KEYWORD_NAMES, st.integers()).filter(lambda k: k not in PROTOCOL_KEYWORD_FIELDS)
 VALUES = st.recursive(
     SCALARS,
     lambda children: st.one_of(

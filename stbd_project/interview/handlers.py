@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from chat_ws.conf import get_settings
+from django.conf import settings
+
 from chat_ws.signals import answer_orphaned
 from chat_ws.dispatch import Context, handler
 from chat_ws.protocol import E_BAD_FIELD, error_reply
@@ -34,7 +35,7 @@ async def start_conversation(ctx: Context, message: Message) -> Message | None:
     except ValueError as exc:
         return error_reply(E_BAD_FIELD, str(exc), **{"in-reply-to": "start-conversation"})
     if conversation == "loadtest":
-        if not get_settings()["LOADTEST"]:
+        if not getattr(settings, "STBD_LOADTEST", False):
             return error_reply(E_BAD_FIELD, "the load-test conversation is disabled")
         count = message.get("questions", 10)
         if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= MAX_LOADTEST_QUESTIONS:
