@@ -14,6 +14,8 @@ from chat_ws.store import get_store
 
 logger = logging.getLogger(__name__)
 
+GRACE_EXPIRED = "grace-expired"  # reason: did not reconnect within RECONNECT_GRACE
+
 _grace_timers: dict[str, asyncio.TimerHandle] = {}
 _background: set[asyncio.Task[Any]] = set()
 
@@ -82,9 +84,7 @@ def _grace_expired(client_id: str, closed_at: float) -> None:
 
 async def _forget_if_still_gone(client_id: str, closed_at: float) -> None:
     try:
-        record = await get_store().connection(client_id)
-        if record is not None and record.closed_at == closed_at:
-            await forget(client_id, "grace-expired")
+        await evict(client_id, GRACE_EXPIRED, closed_at=closed_at)
     except Exception:
         logger.exception("grace expiry of %s failed; the sweep will retry", client_id)
 
@@ -131,11 +131,40 @@ async def forget(client_id: str, reason: str) -> int:
 
     Returns how many pending questions were rejected.
     """
+    rejected = await _forget(client_id, reason, after_eviction=False)
+    assert rejected is not None
+    return rejected
+
+
+async def evict(
+    client_id: str, reason: str, *, alive_sent_at: float | None = None, closed_at: float | None = None
+) -> int | None:
+    """Forget the client only if its presence record is still in the state the caller saw.
+
+    With ``alive_sent_at``: still connected and unanswered since that alive? check; with
+    ``closed_at``: still disconnected since then. The store claims the record atomically, so of
+    a reconnect (in any process), an answer and two evictors exactly one wins; a client that
+    reconnects between the claim and the forget keeps its questions. Returns how many questions
+    were rejected, or None when the client was not evicted.
+    """
+    if not await get_store().evict(client_id, alive_sent_at=alive_sent_at, closed_at=closed_at):
+        return None
+    return await _forget(client_id, reason, after_eviction=True)
+
+
+async def _forget(client_id: str, reason: str, *, after_eviction: bool) -> int | None:
     _cancel_grace(client_id)
     endpoint = delivery.detach(client_id)  # nothing may re-register it while it is forgotten
+    questions = await get_store().forget_client(
+        client_id, claims=[security.binding_name(client_id)], only_if_absent=after_eviction
+    )
+    if questions is None:  # it came back after the eviction: leave the new connection alone
+        if endpoint is not None and not endpoint.is_closed and delivery.local(client_id) is None:
+            delivery.register(endpoint)
+        logger.info("client %s reconnected while being evicted (%s); kept", client_id, reason)
+        return None
     if endpoint is not None:
         endpoint.session_closed = True  # closed below with the others, with the real reason
-    questions = await get_store().forget_client(client_id, claims=[security.binding_name(client_id)])
     await delivery.close(client_id, WS_4002_FORGOTTEN, reason, endpoint)
     sessions.client_closed(client_id, reason)
     for question in questions:  # askers wake last, when every trace is already gone

@@ -40,7 +40,7 @@ SEEN_MARK_TTL = 24 * 3600  # seconds; when the mark lapses the next pass writes 
 WRITE_BATCH = 100  # session rows per UPDATE (8 parameters each, under SQLite's old limit of 999)
 
 INACTIVE = "inactive"  # no answer to alive?
-GRACE_EXPIRED = "grace-expired"  # did not reconnect within RECONNECT_GRACE
+GRACE_EXPIRED = presence.GRACE_EXPIRED  # did not reconnect within RECONNECT_GRACE
 FORCED = "forced"  # forgotten on request (command, admin)
 UNKNOWN_CLIENT = "unknown-client"  # a question's client has no presence record
 
@@ -182,19 +182,21 @@ async def _evict(store: BaseStore, record: Connection, reason: str, report: Swee
         _count(report, reason)
         report.rejected += len(await store.client_questions(client_id))
         return
-    claimed = await store.evict(
-        client_id,
-        alive_sent_at=record.alive_sent_at if reason == INACTIVE else None,
-        closed_at=record.closed_at if reason == GRACE_EXPIRED else None,
-    )
-    if claimed and await _forget(client_id, reason, report) is not None:
-        _count(report, reason)  # not claimed: it answered, reconnected, or another sweep took it
+    expect = {"alive_sent_at": record.alive_sent_at} if reason == INACTIVE else {"closed_at": record.closed_at}
+    if await _forget(client_id, reason, report, **expect) is not None:
+        _count(report, reason)  # not evicted: it answered, reconnected, or another sweep took it
 
 
-async def _forget(client_id: str, reason: str, report: SweepReport) -> int | None:
-    """presence.forget, counting its rejected questions; None when it failed (logged)."""
+async def _forget(client_id: str, reason: str, report: SweepReport, **expect: float | None) -> int | None:
+    """presence.forget (or, with an expected state, presence.evict), counting its rejected
+    questions; None when the client was not forgotten or it failed (logged)."""
     try:
-        rejected = await presence.forget(client_id, reason)
+        if expect:
+            rejected = await presence.evict(client_id, reason, **expect)
+            if rejected is None:
+                return None
+        else:
+            rejected = await presence.forget(client_id, reason)
     except StoreUnavailable:
         raise
     except Exception:

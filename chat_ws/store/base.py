@@ -116,9 +116,15 @@ class BaseStore(ABC):
         """Disconnected clients whose connection closed before the given time."""
 
     @abstractmethod
-    async def forget_client(self, client_id: str, claims: Sequence[str] = ()) -> list[Question]:
+    async def forget_client(
+        self, client_id: str, claims: Sequence[str] = (), *, only_if_absent: bool = False
+    ) -> list[Question] | None:
         """Atomically remove the client's questions, presence records and the named claims;
-        return the questions."""
+        return the questions.
+
+        With ``only_if_absent`` (after an eviction) nothing happens, and None is returned, when
+        the client has a presence record again: it reconnected in the meantime.
+        """
 
     # ------------------------------------------------------------------ coordination
     @abstractmethod

@@ -151,7 +151,11 @@ class MemoryStore(BaseStore):
         ]
         return [c.client_id for c in sorted(found, key=lambda c: c.closed_at or 0)[:limit]]
 
-    async def forget_client(self, client_id: str, claims: Sequence[str] = ()) -> list[Question]:
+    async def forget_client(
+        self, client_id: str, claims: Sequence[str] = (), *, only_if_absent: bool = False
+    ) -> list[Question] | None:
+        if only_if_absent and client_id in self._connections:
+            return None
         taken = await self.take_client(client_id)
         self._connections.pop(client_id, None)
         for name in claims:

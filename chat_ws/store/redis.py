@@ -246,13 +246,15 @@ class RedisStore(BaseStore):
         return [i.decode() for i in ids]
 
     @unavailable
-    async def forget_client(self, client_id: str, claims: Sequence[str] = ()) -> list[Question]:
+    async def forget_client(
+        self, client_id: str, claims: Sequence[str] = (), *, only_if_absent: bool = False
+    ) -> list[Question] | None:
         records = await self._run(
             scripts.FORGET,
             [self.key("cq", client_id), *self._presence_keys(client_id), *(self.key("claim", c) for c in claims)],
-            [self.prefix, client_id],
+            [self.prefix, client_id, int(only_if_absent)],
         )
-        return self._questions(records)
+        return None if records is None else self._questions(records)
 
     # ------------------------------------------------------------------ coordination
     @unavailable

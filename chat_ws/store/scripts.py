@@ -140,10 +140,12 @@ end
 return 1
 """
 
-# KEYS: cq, conn, idx:seen, idx:closed, claims...   ARGV: prefix, client_id
+# KEYS: cq, conn, idx:seen, idx:closed, claims...   ARGV: prefix, client_id, only_if_absent ('1'/'0')
+# Returns the taken questions, or false when only_if_absent and the client has a record again.
 FORGET = (
     _TAKE
     + """
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return false end
 local out = {}
 for _, pk in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local taken = take(ARGV[1], pk)
