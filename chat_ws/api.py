@@ -1,4 +1,8 @@
-"""The public API of chat_ws: ask, send, forget, pending, cancel, handler, health, with sync twins."""
+"""The public API of chat_ws: ask, send, forget, pending, cancel, handler, health, with sync twins.
+
+Everything a site needs comes from here: the calls, the handler decorator and its context,
+error replies, the exceptions, the ``answer_orphaned`` signal and read access to settings.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,41 @@ from asgiref.sync import async_to_sync
 
 from chat_ws import delivery, presence, promises
 from chat_ws import health as _health
+from chat_ws.conf import setting
 from chat_ws.dispatch import Context, handler
+from chat_ws.exceptions import (
+    AnswerTimeout,
+    ChatWsError,
+    ClientGone,
+    QuestionCancelled,
+    QuestionError,
+    StoreLost,
+    StoreUnavailable,
+    TooManyPending,
+)
 from chat_ws.health import HealthReport
+from chat_ws.protocol import E_BAD_FIELD, error_reply
+from chat_ws.signals import answer_orphaned
 from chat_ws.types import Answer, Message, OnDisconnect, Question
 
 __all__ = [
+    "E_BAD_FIELD",
     "Answer",
+    "AnswerTimeout",
+    "ChatWsError",
+    "ClientGone",
     "Context",
+    "HealthReport",
+    "Message",
     "Question",
+    "QuestionCancelled",
+    "QuestionError",
+    "StoreLost",
+    "StoreUnavailable",
+    "TooManyPending",
+    "answer_orphaned",
+    "error_reply",
+    "setting",
     "ask",
     "ask_sync",
     "cancel",

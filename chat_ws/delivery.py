@@ -72,6 +72,11 @@ def endpoints() -> list[Endpoint]:
     return list(_local.values())
 
 
+def reset() -> None:
+    """Forget every local socket of this process (chat_ws.testing.reset)."""
+    _local.clear()
+
+
 def local_count() -> int:
     """How many sockets this process serves."""
     return len(_local)

@@ -140,6 +140,14 @@ async def _safe_reply(ctx: Context, message: Message) -> None:
         logger.warning("could not send an error reply to %s", ctx.client_id, exc_info=True)
 
 
+def reset() -> None:
+    """Cancel the handler tasks still running in this process (chat_ws.testing.reset)."""
+    for task in list(_tasks):
+        if not task.get_loop().is_closed():
+            task.get_loop().call_soon_threadsafe(task.cancel)
+    _tasks.clear()
+
+
 def running_tasks() -> int:
     """How many handler tasks run in this process."""
     return len(_tasks)

@@ -173,6 +173,13 @@ async def _forget(client_id: str, reason: str, *, after_eviction: bool) -> int |
     return len(questions)
 
 
+def reset() -> None:
+    """Cancel every reconnect-grace timer of this process (chat_ws.testing.reset)."""
+    for timer in _grace_timers.values():
+        timer.cancel()
+    _grace_timers.clear()
+
+
 def pending_grace_timers() -> int:
     """How many reconnect-grace timers run in this process."""
     return len(_grace_timers)

@@ -54,6 +54,15 @@ def server_id() -> str:
     return _server_id
 
 
+def reset() -> None:
+    """Forget every asker waiting in this process (chat_ws.testing.reset); their futures are
+    cancelled so that nothing waits forever on a question no store holds any more."""
+    for future in _waiters.values():
+        if not future.done() and not future.get_loop().is_closed():
+            future.get_loop().call_soon_threadsafe(future.cancel)
+    _waiters.clear()
+
+
 def new_p_key() -> str:
     """A fresh, unguessable promise key."""
     return "promise-" + secrets.token_hex(12)

@@ -85,13 +85,9 @@ async def _session_rows_written(_django_db_marker: None) -> AsyncIterator[None]:
 def _clean_process_state() -> Iterator[None]:
     """Each test starts with no local sockets, waiters or grace timers left by another."""
     yield
-    from chat_ws import delivery, presence, promises
+    from chat_ws.testing import reset
 
-    for timer in presence._grace_timers.values():
-        timer.cancel()
-    presence._grace_timers.clear()
-    delivery._local.clear()
-    promises._waiters.clear()
+    reset()
 
 
 def chat_ws_settings(settings: Any, **overrides: Any) -> None:

@@ -6,10 +6,7 @@ import logging
 
 from django.conf import settings
 
-from chat_ws.signals import answer_orphaned
-from chat_ws.dispatch import Context, handler
-from chat_ws.protocol import E_BAD_FIELD, error_reply
-from chat_ws.types import Message
+from chat_ws.api import E_BAD_FIELD, Context, Message, answer_orphaned, error_reply, handler
 from stbd_project.interview import interviewer
 
 logger = logging.getLogger(__name__)
