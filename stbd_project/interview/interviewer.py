@@ -1,8 +1,8 @@
 """The interviewer: asks the scripted questions one by one through chat_ws.api.ask().
 
 An interview runs as its own task, independent of any socket. Its progress is saved after
-each answer, so that a new task (after the old one died with its process) continues it
-without asking an answered question again.
+each answer, so that a new task (after the old one died with its process, or stopped because
+its client was forgotten) continues it without asking an answered question again, and says so.
 """
 
 from __future__ import annotations
@@ -16,24 +16,26 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from chat_ws import api
-from chat_ws.exceptions import QuestionError
 from stbd_project.interview.models import Interview
-from stbd_project.interview.script import INTRO, OUTRO, QUESTIONS, summary_table
+from stbd_project.interview.script import INTRO, OUTRO, QUESTIONS, RESTARTED, RESUMED, summary_table
 
 logger = logging.getLogger(__name__)
 
 QUESTION_TIMEOUT = 3600  # seconds a person may take to answer one question
+STOP_WAIT = 2.0  # seconds resume waits for a task that is stopping (its client was just forgotten)
 
 _running: dict[tuple[str, str], asyncio.Task[None]] = {}
 
 
 @database_sync_to_async
-def _progress(client_id: str, conversation: str, *, reset: bool) -> Interview:
-    row, _ = Interview.objects.get_or_create(client_id=client_id, conversation=conversation)
+def _progress(client_id: str, conversation: str, *, reset: bool) -> tuple[Interview, bool]:
+    """The interview's row, and whether it continues an unfinished interview."""
+    row, created = Interview.objects.get_or_create(client_id=client_id, conversation=conversation)
     if reset or row.finished:
         row.answers, row.finished = [], False
         row.save()
-    return row
+        return row, False
+    return row, not created
 
 
 @database_sync_to_async
@@ -47,12 +49,15 @@ def running(client_id: str, conversation: str) -> bool:
     return task is not None and not task.done()
 
 
-def start(client_id: str, conversation: str, *, reset: bool) -> asyncio.Task[None]:
-    """Start an interview task (continuing saved progress unless reset)."""
+def start(client_id: str, conversation: str, *, reset: bool, announce: bool = False) -> asyncio.Task[None]:
+    """Start an interview task (continuing saved progress unless reset).
+
+    With ``announce``, an interview that continues tells the person it starts again.
+    """
     old = _running.get((client_id, conversation))
     if old is not None and not old.done():
         old.cancel()
-    task = asyncio.create_task(_interview(client_id, conversation, reset=reset))
+    task = asyncio.create_task(_interview(client_id, conversation, reset=reset, announce=announce))
     _running[(client_id, conversation)] = task
     task.add_done_callback(lambda t: _forget_task(client_id, conversation, t))
     return task
@@ -63,9 +68,11 @@ def _forget_task(client_id: str, conversation: str, task: asyncio.Task[None]) ->
         del _running[(client_id, conversation)]
 
 
-async def _interview(client_id: str, conversation: str, *, reset: bool) -> None:
-    row = await _progress(client_id, conversation, reset=reset)
-    if not row.answers:
+async def _interview(client_id: str, conversation: str, *, reset: bool, announce: bool = False) -> None:
+    row, continued = await _progress(client_id, conversation, reset=reset)
+    if announce and continued:
+        await api.send(client_id, {"dispatch-key": "iviewr-says", "text": RESUMED if row.answers else RESTARTED})
+    elif not row.answers:
         await api.send(client_id, {"dispatch-key": "iviewr-says", "text": INTRO})
     try:
         for question_id, text in QUESTIONS[len(row.answers) :]:
@@ -78,7 +85,7 @@ async def _interview(client_id: str, conversation: str, *, reset: bool) -> None:
             )
             row.answers = [*row.answers, {"id": question_id, "question": text, "answer": answer.text or ""}]
             await _save(row)
-    except QuestionError as exc:
+    except api.QuestionError as exc:
         logger.info("interview %s/%s stopped: %s", client_id, conversation, type(exc).__name__)
         return
     row.finished = True
@@ -113,15 +120,24 @@ async def continue_after_orphaned_answer(sender: Any, question: Any, answer: Any
 
 
 async def resume(client_id: str, conversation: str) -> None:
-    """Continue an interview after a reconnect: re-send, re-ask, or start again when finished."""
+    """Continue an interview after a reconnect: re-send, re-ask, or start again when finished.
+
+    An interview whose task stopped (its process died, or its client was forgotten and its
+    question failed) starts again where it was, and says so.
+    """
     pending = await api.pending(client_id, conversation)
     if pending:
         for question in pending:
             await api.send(client_id, question.message)
         return
-    if running(client_id, conversation):
-        return
-    start(client_id, conversation, reset=False)
+    task = _running.get((client_id, conversation))
+    if task is not None and not task.done():
+        # Between two questions, or stopping: a forgotten client's reconnect can arrive before
+        # the task has seen its question fail.
+        await asyncio.wait({task}, timeout=STOP_WAIT)
+        if not task.done():
+            return
+    start(client_id, conversation, reset=False, announce=True)
 
 
 async def restart(client_id: str, conversation: str) -> None:
@@ -144,7 +160,7 @@ async def loadtest(client_id: str, questions: int) -> dict[str, Any]:
                 timeout=60,
                 on_disconnect="fail",
             )
-        except QuestionError as exc:
+        except api.QuestionError as exc:
             logger.info("load test of %s stopped after %d answers: %s", client_id, i, type(exc).__name__)
             break
         latencies.append((time.perf_counter() - began) * 1000)

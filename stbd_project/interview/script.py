@@ -11,6 +11,8 @@ QUESTIONS: list[tuple[str, str]] = [
 
 INTRO = "Hi! I will ask you a few questions about how you make things, to start a scheduling model."
 OUTRO = "Thank you! Here is a summary of what you told me."
+RESTARTED = "We were disconnected, so let's start again."
+RESUMED = "We were disconnected, so let's pick up where we left off."
 
 
 def summary_table(answers: list[dict[str, str]]) -> dict[str, object]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from stbd_project.interview.script import QUESTIONS
+from stbd_project.interview.script import INTRO, QUESTIONS, RESTARTED, RESUMED
 from tests.live import LiveServer
 from tests.wsclient import WsClient
 
@@ -76,6 +77,57 @@ async def test_resume_restarts_an_interview_lost_with_an_in_memory_server(live_s
         await again.close()
     finally:
         restarted.stop()
+
+
+async def _forget_by_admin(server: LiveServer, client: WsClient) -> None:
+    """What the admin's force disconnect does, from another process through Redis."""
+    code = f"from chat_ws import api; api.forget_sync({client.client_id!r}, 'forced by an administrator')"
+    done = await asyncio.to_thread(server.manage, "shell", "-c", code)
+    assert done.returncode == 0, done.stderr
+
+
+async def _forget_by_close_channel(server: LiveServer, client: WsClient) -> None:
+    await client.send({"dispatch-key": "close-channel"})
+
+
+@pytest.mark.parametrize(
+    ("redis", "forget", "answered", "notice"),
+    [
+        (True, _forget_by_admin, 2, RESUMED),
+        (True, _forget_by_admin, 0, RESTARTED),
+        (False, _forget_by_close_channel, 1, RESUMED),
+    ],
+    ids=["admin-mid-interview", "admin-first-question", "close-channel"],
+)
+async def test_a_forgotten_client_is_told_the_interview_starts_again(
+    live_servers: Any, redis: bool, forget: Any, answered: int, notice: str
+) -> None:
+    server = live_servers(redis=redis)
+    client = await WsClient(server.ws_url).connect()
+    await client.send({"dispatch-key": "start-conversation"})
+    for i in range(answered):
+        await client.next_question()
+        await client.answer(f"answer {i}")
+    pending = await client.next_question()
+    await forget(server, client)
+    assert await client.closed() == 4002
+
+    again = await WsClient(server.ws_url, client.client_id).connect()
+    await again.send({"dispatch-key": "resume-conversation"})
+    said: list[str] = []
+    while True:
+        message = await again.recv_until("iviewr-says")
+        if message.get("p-key"):
+            break
+        said.append(message["text"])
+    assert said == [notice], "the restarted interview did not say why it asks again"
+    assert INTRO not in said
+    assert message["text"] == pending["text"] == QUESTIONS[answered][1]
+    assert message["p-key"] != pending["p-key"]
+    await again.answer(f"answer {answered}")
+    following = await again.next_question()
+    assert following["text"] == QUESTIONS[answered + 1][1]
+    await again.close()
 
 
 async def test_loadtest_conversation_reports_latencies(live_servers: Any) -> None:

@@ -129,12 +129,28 @@ export class FakeNetwork extends EventTarget {
   }
 }
 
+export class FakeDocument extends EventTarget {
+  constructor() {
+    super();
+    this.visibilityState = "visible";
+  }
+  hide() {
+    this.visibilityState = "hidden";
+    this.dispatchEvent(new Event("visibilitychange"));
+  }
+  show() {
+    this.visibilityState = "visible";
+    this.dispatchEvent(new Event("visibilitychange"));
+  }
+}
+
 /** A ChatClient wired to fakes; returns the client and the fakes. */
 export function makeClient(ChatClient, options = {}) {
   const clock = new FakeClock();
   const WebSocket = fakeWebSocketClass();
   const storage = new FakeStorage();
   const network = new FakeNetwork();
+  const document = new FakeDocument();
   const client = new ChatClient({
     url: "ws://test/ws",
     WebSocket,
@@ -144,10 +160,11 @@ export function makeClient(ChatClient, options = {}) {
     storage,
     navigator: network,
     network,
+    document,
     ...options,
   });
   const events = [];
   client.onEvent("state", (detail) => events.push(detail));
   const socket = () => WebSocket.instances[WebSocket.instances.length - 1];
-  return { client, clock, WebSocket, storage, network, events, socket };
+  return { client, clock, WebSocket, storage, network, document, events, socket };
 }

@@ -10,8 +10,8 @@
  *   client.send("start-conversation");
  *   client.answer("Bicycles.");
  *
- * No dependencies, no globals: WebSocket, timers, randomness, the clock, storage and the
- * network-status source can all be injected, so several clients can share a page and the
+ * No dependencies, no globals: WebSocket, timers, randomness, the clock, storage, the
+ * network-status source and the document (for visibility) can all be injected, so several clients can share a page and the
  * logic runs under Node with fakes. See docs/browser-client.md.
  */
 
@@ -34,6 +34,7 @@ const DEFAULTS = Object.freeze({
   storageKey: "chat_ws.client-id", // sessionStorage key of the client-id
   pingInterval: 30000, // milliseconds between pings while open
   reconnectBase: 500, // milliseconds: first reconnect delay ceiling
+  firstRetryCap: 1000, // milliseconds: the first attempt after a dropped connection comes within this
   reconnectCap: 30000, // milliseconds: no reconnect delay ceiling exceeds this
   stableAfter: 5000, // milliseconds a connection must last to reset the backoff
   connectTimeout: 10000, // milliseconds an opening socket may take before it is abandoned
@@ -95,7 +96,8 @@ export class ChatClient {
    * @param {object} [options] see DEFAULTS above, plus the injectables
    *   WebSocket, timers {setTimeout, clearTimeout, setInterval, clearInterval}, random () => [0, 1),
    *   now () => ms, storage (getItem/setItem or null), navigator ({onLine}),
-   *   network (an EventTarget firing "online"/"offline"; default window).
+   *   network (an EventTarget firing "online"/"offline"; default window),
+   *   document (an EventTarget with visibilityState firing "visibilitychange"; default document).
    */
   constructor(options = {}) {
     this.options = { ...DEFAULTS, ...options };
@@ -107,6 +109,7 @@ export class ChatClient {
     this._storage = o.storage === undefined ? defaultStorage() : o.storage;
     this._navigator = o.navigator === undefined ? globalThis.navigator ?? null : o.navigator;
     this._network = o.network === undefined ? (globalThis.window ?? null) : o.network;
+    this._document = o.document === undefined ? (globalThis.document ?? null) : o.document;
     this._url = o.url;
     this._clientId = o.clientId || this._storedClientId();
 
@@ -115,6 +118,7 @@ export class ChatClient {
     this._pending = new Set(); // p-keys of questions not yet cleared
     this._seen = new Set(); // p-keys ever received, oldest first
     this._queue = [];
+    this._unconfirmed = []; // answers written to the current socket, not yet cleared or refused
     this._state = "idle";
     this._ws = null;
     this._everOpened = false;
@@ -122,13 +126,18 @@ export class ChatClient {
     this._userClosed = false; // close() was called: send() refuses until connect()
     this._attempt = 0;
     this._forgotten = 0;
-    this._openedAt = 0;
+    this._openedAt = null; // when the current socket opened (null: not open)
+    this._quick = false; // the attempt in flight is the quick first one after a drop
+    this._openedByQuick = false; // the open socket came from such a quick attempt
     this._pingId = 0;
     this._pingTimer = null;
     this._retryTimer = null;
     this._openTimer = null;
     this._onOnline = () => this._networkBack();
     this._onOffline = () => this._networkGone();
+    this._onVisibility = () => {
+      if (this._document?.visibilityState === "visible") this._wakeUp();
+    };
   }
 
   // ------------------------------------------------------------------ public API
@@ -164,11 +173,17 @@ export class ChatClient {
       this._network.addEventListener("online", this._onOnline);
       this._network.addEventListener("offline", this._onOffline);
     }
+    if (this._document && typeof this._document.addEventListener === "function") {
+      this._document.addEventListener("visibilitychange", this._onVisibility);
+    }
     this._open();
     return this;
   }
 
-  /** Reconnect now: after the server closed for good (4001, 4003), or to skip a backoff wait. */
+  /**
+   * Reconnect now: after the server closed for good (4001, 4003), to skip a backoff wait, or
+   * while offline (the person may know better than navigator.onLine).
+   */
   reconnect() {
     if (this._stopped) return this.connect();
     this._attempt = 0;
@@ -188,9 +203,13 @@ export class ChatClient {
       this._network.removeEventListener("online", this._onOnline);
       this._network.removeEventListener("offline", this._onOffline);
     }
+    if (this._document && typeof this._document.removeEventListener === "function") {
+      this._document.removeEventListener("visibilitychange", this._onVisibility);
+    }
     const ws = this._ws;
     this._ws = null;
     this._queue = [];
+    this._unconfirmed = [];
     if (ws) {
       if (ws.readyState === WS_OPEN) this._write(ws, { "dispatch-key": "close-channel" });
       ws.close(CLOSE_NORMAL, "closed");
@@ -239,7 +258,8 @@ export class ChatClient {
 
   /**
    * Call fn(detail) for a client event: state, connecting, open, reconnecting, offline, closed,
-   * queue-overflow, protocol-error, handler-error. Returns a function that unsubscribes.
+   * answer-rejected, question-withdrawn, queue-overflow, protocol-error, handler-error.
+   * Returns a function that unsubscribes.
    */
   onEvent(type, fn) {
     return this._subscribe(this._listeners, type, fn);
@@ -283,6 +303,8 @@ export class ChatClient {
     const reconnect = this._everOpened;
     this._everOpened = true;
     this._openedAt = this._now();
+    this._openedByQuick = this._quick;
+    this._quick = false;
     this._setState("open", { reconnect });
     this._pingTimer = this._timers.setInterval(() => this._ping(), this.options.pingInterval);
     if (reconnect && this._wantsResume()) {
@@ -297,13 +319,21 @@ export class ChatClient {
   _closed(code, reason) {
     this._ws = null;
     this._stopTimers();
+    this._unconfirmed = []; // their replies, if any, went down with the socket
     if (this._stopped) return;
-    const lived = this._openedAt ? this._now() - this._openedAt : 0;
-    this._openedAt = 0;
-    if (lived >= this.options.stableAfter) {
+    const wasOpen = this._openedAt !== null;
+    const lived = wasOpen ? this._now() - this._openedAt : 0;
+    const stable = lived >= this.options.stableAfter;
+    this._openedAt = null;
+    this._quick = false;
+    if (stable) {
       this._attempt = 0;
       this._forgotten = 0;
     }
+    // A dropped connection gets one quick attempt, unless it came from a quick attempt itself
+    // and died young: then the server accepts and drops, and the backoff goes on.
+    const quick = wasOpen && (stable || !this._openedByQuick);
+    this._openedByQuick = false;
     if (code === CLOSE_REPLACED) {
       this._stopAfterServer({ code, reason: "replaced" });
     } else if (code === CLOSE_CLIENT_ID_BOUND) {
@@ -314,9 +344,9 @@ export class ChatClient {
       this._pending.clear();
       this._forgotten += 1;
       if (this._forgotten > 1) this._stopAfterServer({ code, reason: "forgotten" });
-      else this._scheduleReconnect({ code, reason: reason || "forgotten" });
+      else this._scheduleReconnect({ code, reason: reason || "forgotten" }, quick);
     } else {
-      this._scheduleReconnect({ code, reason });
+      this._scheduleReconnect({ code, reason }, quick);
     }
   }
 
@@ -326,14 +356,16 @@ export class ChatClient {
     this._setState("closed", detail);
   }
 
-  _scheduleReconnect(detail) {
+  _scheduleReconnect(detail, quick = false) {
     if (this._navigator && this._navigator.onLine === false) {
       this._setState("offline", { ...detail, reason: "network" });
       return; // the "online" event reconnects
     }
     this._attempt += 1;
     const o = this.options;
-    const delay = backoffDelay(this._attempt, o.reconnectBase, o.reconnectCap, this._random);
+    const cap = quick ? Math.min(o.reconnectCap, o.firstRetryCap) : o.reconnectCap;
+    const delay = backoffDelay(this._attempt, o.reconnectBase, cap, this._random);
+    this._quick = quick;
     this._setState("reconnecting", { ...detail, attempt: this._attempt, delay });
     this._retryTimer = this._timers.setTimeout(() => {
       this._retryTimer = null;
@@ -346,6 +378,12 @@ export class ChatClient {
     this._clearRetry();
     this._attempt = 0;
     this._open();
+  }
+
+  /** The page became visible again: a reconnecting or offline client tries at once. */
+  _wakeUp() {
+    if (this._state !== "reconnecting" && this._state !== "offline") return;
+    this._networkBack();
   }
 
   _networkGone() {
@@ -374,6 +412,11 @@ export class ChatClient {
 
   _write(ws, message) {
     ws.send(JSON.stringify(message));
+    if (message["dispatch-key"] === "domain-expert-says") {
+      this._unconfirmed.push(message);
+      // A server that never replies (or a reply lost to rate limiting) must not grow it forever.
+      if (this._unconfirmed.length > this.options.maxQueue) this._unconfirmed.shift();
+    }
   }
 
   _enqueue(message) {
@@ -405,13 +448,53 @@ export class ChatClient {
       this._pending.add(pKey);
     }
     if (key === "clear-promise-keys" && Array.isArray(message["promise-keys"])) {
-      for (const k of message["promise-keys"]) this._pending.delete(k);
+      this._cleared(message);
+    } else if (key === "error" && message["in-reply-to"] === "domain-expert-says") {
+      this._refused(message);
     } else if (key === "alive?") {
       this._write(this._ws, { "dispatch-key": "alive-confirm" });
     }
     const info = { repeated };
     this._dispatch(this._handlers.get(key), message, info);
     this._dispatch(this._handlers.get("*"), message, info);
+  }
+
+  /**
+   * clear-promise-keys: without a reason it confirms the oldest unconfirmed answer naming one of
+   * the keys; with a reason (cancelled, timeout) the server withdrew those questions.
+   */
+  _cleared(message) {
+    const keys = message["promise-keys"].map(String);
+    const reason = message.reason;
+    for (const pKey of keys) {
+      const wasPending = this._pending.delete(pKey);
+      if (reason) {
+        const description = typeof message.description === "string" ? message.description : "";
+        this._emit("question-withdrawn", { pKey, reason: String(reason), description, wasPending });
+      }
+    }
+    if (reason) return;
+    const i = this._unconfirmed.findIndex((m) => (m["promise-keys"] ?? []).some((k) => keys.includes(k)));
+    if (i >= 0) this._unconfirmed.splice(i, 1);
+  }
+
+  /**
+   * An error in reply to domain-expert-says: the server handles answers in order, so it refers
+   * to the oldest answer written to this socket and not yet confirmed.
+   */
+  _refused(message) {
+    const answer = this._unconfirmed.shift();
+    if (!answer) return;
+    if (message.error === "no-matching-question") {
+      for (const k of answer["promise-keys"] ?? []) this._pending.delete(k); // the server has none of them
+    }
+    this._emit("answer-rejected", {
+      text: answer["msg-text"],
+      table: answer.table ?? null,
+      promiseKeys: answer["promise-keys"] ?? [],
+      error: String(message.error ?? ""),
+      description: typeof message.description === "string" ? message.description : "",
+    });
   }
 
   _remember(pKey) {
