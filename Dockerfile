@@ -6,19 +6,25 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DJANGO_SETTINGS_MODULE=stbd_project.settings
+    DJANGO_SETTINGS_MODULE=stbd_project.settings \
+    SQLITE_PATH=/data/db.sqlite3
 
 WORKDIR /app
 
-COPY requirements.txt ./
-RUN pip install -r requirements.txt
+# Only what the demo runs; the test and tool pins of requirements.txt stay out of the image.
+COPY requirements/runtime.txt ./requirements/
+RUN pip install -r requirements/runtime.txt
 
 COPY manage.py ./
 COPY chat_ws ./chat_ws
 COPY stbd_project ./stbd_project
 RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput -v0
 
-RUN useradd --create-home --uid 10001 app
+# The code stays root-owned and read-only; the app user writes only /data (SQLite when no
+# DATABASE_URL is set; mount a volume there to keep it).
+RUN useradd --create-home --uid 10001 app \
+    && mkdir /data \
+    && chown app:app /data
 USER app
 
 EXPOSE 8000

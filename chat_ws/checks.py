@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
@@ -48,6 +48,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     if conf["DEFAULT_CODEC"] not in ("edn", "json"):
         problems.append(Error("CHAT_WS['DEFAULT_CODEC'] must be 'edn' or 'json'.", id="chat_ws.E003"))
+    fields = user.get("EDN_KEYWORD_FIELDS", ())
+    if isinstance(fields, str) or not all(isinstance(f, str) and f for f in fields):
+        problems.append(
+            Error(
+                "CHAT_WS['EDN_KEYWORD_FIELDS'] must be a list of field names.",
+                hint='For example ["conversation-id"]; a bare string would be read letter by letter.',
+                id="chat_ws.E009",
+            )
+        )
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
     if conf["CHANNEL_LAYER"] not in layers:
         problems.append(
@@ -62,6 +71,47 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         problems.append(
             Error("The Redis store needs CHAT_WS['REDIS_URL'].", hint="Set REDIS_URL.", id="chat_ws.E004")
         )
+    problems.extend(check_handler_modules(conf["HANDLER_MODULES"]))
+    return problems
+
+
+def check_handler_modules(modules: Any) -> list[Any]:
+    """Each entry of HANDLER_MODULES names a module that imports (chat_ws.E008)."""
+    from django.apps import apps
+
+    from chat_ws.apps import ChatWsConfig, module_missing
+
+    if not isinstance(modules, (list, tuple)) or not all(isinstance(m, str) and m for m in modules):
+        return [
+            Error(
+                "CHAT_WS['HANDLER_MODULES'] must be a list of dotted module paths.",
+                hint="Write a list, even for one module: ['myapp.chat_handlers'].",
+                id="chat_ws.E008",
+            )
+        ]
+    config = cast(ChatWsConfig, apps.get_app_config("chat_ws"))
+    problems: list[Any] = []
+    for name in modules:
+        exc = config.import_handler_module(name)
+        if exc is None:
+            continue
+        if module_missing(name, exc):
+            problems.append(
+                Error(
+                    f"CHAT_WS['HANDLER_MODULES'] names {name!r}, which cannot be found ({exc}).",
+                    hint="Each entry is the dotted path of an importable module holding @handler "
+                    "functions, e.g. 'myapp.chat_handlers'; check the spelling and that its app is installed.",
+                    id="chat_ws.E008",
+                )
+            )
+        else:
+            problems.append(
+                Error(
+                    f"Handler module {name!r} failed to import: {type(exc).__name__}: {exc}",
+                    hint=f"Fix the error in {name!r}; the log of logger 'chat_ws.apps' has its traceback.",
+                    id="chat_ws.E008",
+                )
+            )
     return problems
 
 

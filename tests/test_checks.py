@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chat_ws.checks import check_settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def ids(settings: Any, **conf: Any) -> set[str]:
@@ -23,6 +31,9 @@ def test_bad_values_are_errors(settings: Any) -> None:
     assert "chat_ws.E006" in ids(settings, HEALTH_TOKEN="")
     assert "chat_ws.E007" in ids(settings, MAX_CONNECTIONS_PER_USER=0)
     assert "chat_ws.E004" in ids(settings, STORE="chat_ws.store.redis.RedisStore")
+    assert "chat_ws.E009" in ids(settings, EDN_KEYWORD_FIELDS="conversation-id")
+    assert "chat_ws.E009" in ids(settings, EDN_KEYWORD_FIELDS=["ok", 3])
+    assert "chat_ws.E009" not in ids(settings, EDN_KEYWORD_FIELDS=["conversation-id"])
 
 
 def test_unknown_key_is_a_warning(settings: Any) -> None:
@@ -32,3 +43,48 @@ def test_unknown_key_is_a_warning(settings: Any) -> None:
 def test_missing_channel_layer(settings: Any) -> None:
     settings.CHANNEL_LAYERS = {}
     assert "chat_ws.E001" in ids(settings)
+
+
+def handler_module_errors(settings: Any, modules: Any) -> list[Any]:
+    settings.CHAT_WS = {"HANDLER_MODULES": modules}
+    return [problem for problem in check_settings() if problem.id == "chat_ws.E008"]
+
+
+def test_configured_handler_modules_pass(settings: Any) -> None:
+    assert handler_module_errors(settings, ["stbd_project.interview.handlers"]) == []
+
+
+def test_missing_handler_module_is_an_error_with_a_hint(settings: Any) -> None:
+    (problem,) = handler_module_errors(settings, ["stbd_project.interview.no_such_handlers"])
+    assert "'stbd_project.interview.no_such_handlers'" in problem.msg
+    assert "cannot be found" in problem.msg
+    assert "dotted path" in problem.hint
+    (problem,) = handler_module_errors(settings, ["no_such_package_chat_ws.handlers"])
+    assert "No module named 'no_such_package_chat_ws'" in problem.msg
+
+
+def test_error_inside_a_handler_module_shows_its_cause(
+    settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "chat_ws_broken_handlers.py").write_text("import chat_ws_missing_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (problem,) = handler_module_errors(settings, ["chat_ws_broken_handlers"])
+    assert "'chat_ws_broken_handlers' failed to import" in problem.msg
+    assert "No module named 'chat_ws_missing_dependency'" in problem.msg
+    assert "traceback" in problem.hint
+
+
+def test_handler_modules_must_be_a_list(settings: Any) -> None:
+    (problem,) = handler_module_errors(settings, "stbd_project.interview.handlers")
+    assert "must be a list" in problem.msg
+
+
+def test_manage_check_reports_a_bad_handler_module_without_a_traceback() -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "stbd_project.settings", "CHAT_WS_EXTRA_HANDLERS": "no_such.handlers"}
+    env.pop("REDIS_URL", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "chat_ws.E008" in result.stderr and "'no_such.handlers'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -96,7 +96,8 @@ def test_dockerfile_copies_what_exists_and_runs_daphne() -> None:
     args = yaml.safe_load(cmd.removeprefix("CMD "))  # the JSON exec form
     check_command(args)
     installs = [line for line in lines if "pip install" in line]
-    assert any("requirements.txt" in line for line in installs)
+    assert any("requirements/runtime.txt" in line for line in installs)  # the demo's runtime only
+    assert not any(" requirements.txt" in line for line in installs)  # no test tools in the image
 
 
 def test_operations_guide_documents_every_setting() -> None:
