@@ -5,19 +5,26 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test test-browser test-js lint bench stress clean
+.PHONY: install run serve test test-browser test-js lint bench stress clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements/runtime.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
+# daphne serving the demo on HOST:PORT; the URL is printed once it listens (REDIS_URL etc. from the env).
+SERVE := $(BIN)/python devtools/serve.py --host $(HOST) --port $(PORT)
+
 run: install
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/daphne -b $(HOST) -p $(PORT) stbd_project.asgi:application
+	$(SERVE)
+
+# The same server for a checkout already installed and migrated.
+serve:
+	$(SERVE)
 
 test: install
 	$(BIN)/mypy
@@ -32,7 +39,7 @@ test-browser: install
 
 # Against a running `make run` (see docs/benchmarks.md for the environment it needs).
 stress: install
-	$(BIN)/python manage.py chat_ws_stress --url ws://$(HOST):$(PORT)/ws $(STRESS_ARGS)
+	$(BIN)/python -m loadtest --url ws://$(HOST):$(PORT)/ws $(STRESS_ARGS)
 
 # Not part of CI: about ten minutes; writes bench/results/latest.{md,png,json}.
 bench: install

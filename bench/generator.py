@@ -11,19 +11,13 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import resource
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
 from bench.clients import Target, close_socket, converse, keep_alive, open_socket
 from bench.report import merge_counts
-
-
-def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+from devtools.processes import raise_fd_limit
 
 
 class _Held:
@@ -129,7 +123,7 @@ async def _serve(conn: Connection) -> None:
 
 
 def _worker(conn: Connection) -> None:
-    _raise_fd_limit()
+    raise_fd_limit()
     asyncio.run(_serve(conn))
 
 

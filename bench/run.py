@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.clients import Target  # noqa: E402
 from bench.generator import Generator  # noqa: E402
 from bench.report import write_results  # noqa: E402
-from bench.servers import Lab, Server, cpu_seconds, rss_kib, wait_quiet  # noqa: E402
+from bench.servers import Lab, Server, cpu_seconds, wait_quiet  # noqa: E402
+from devtools.processes import rss_kib  # noqa: E402
 
 REFERENCE = "python-socketio (uvicorn)"
 ROUND_TRIPS = {1: 3000, 50: 6000, 500: 10000}  # round trips per measurement at each concurrency

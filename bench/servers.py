@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,18 +11,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devtools.processes import free_port, stop, wait_for_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 30.0  # seconds a server may take to listen
+STOP_TIMEOUT = 15.0  # seconds a server may take to exit after SIGTERM
 QUIET_CPU = 0.05  # share of one core below which a server counts as idle
 QUIET_WINDOW = 0.3  # seconds over which idleness is measured
 QUIET_TIMEOUT = 60.0  # seconds to wait for a server to become idle
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -32,14 +27,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15)
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def wait_quiet(pids: list[int]) -> float:
@@ -51,19 +38,6 @@ def wait_quiet(pids: list[int]) -> float:
         if sum(cpu_seconds(p) for p in pids) - before < QUIET_CPU * QUIET_WINDOW * len(pids):
             break
     return time.monotonic() - began
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)  # nothing to subscribe to: poll the port
-    raise TimeoutError(f"nothing listens on port {port}")
 
 
 class Server:
@@ -81,18 +55,12 @@ class Server:
     def start(self) -> Server:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        wait_listening(self.port, self.proc)
+        wait_for_port(self.port, self.proc, START_TIMEOUT)
         return self
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop(self.proc, timeout=STOP_TIMEOUT)
 
 
 class Lab:

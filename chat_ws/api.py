@@ -6,11 +6,11 @@ error replies, the exceptions, the ``answer_orphaned`` signal and read access to
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 
-from chat_ws import delivery, presence, promises
+from chat_ws import delivery, presence, promises, sessions
 from chat_ws import health as _health
 from chat_ws.conf import setting
 from chat_ws.dispatch import Context, handler
@@ -27,7 +27,11 @@ from chat_ws.exceptions import (
 from chat_ws.health import HealthReport
 from chat_ws.protocol import E_BAD_FIELD, error_reply
 from chat_ws.signals import answer_orphaned
+from chat_ws.store import Connection, get_store
 from chat_ws.types import Answer, Message, OnDisconnect, Question
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
 
 __all__ = [
     "E_BAD_FIELD",
@@ -35,6 +39,7 @@ __all__ = [
     "AnswerTimeout",
     "ChatWsError",
     "ClientGone",
+    "Connection",
     "Context",
     "HealthReport",
     "Message",
@@ -51,11 +56,15 @@ __all__ = [
     "ask_sync",
     "cancel",
     "cancel_sync",
+    "connections",
     "forget",
     "forget_sync",
     "handler",
     "health",
     "health_sync",
+    "is_operator",
+    "local_client_ids",
+    "open_sessions",
     "pending",
     "pending_sync",
     "send",
@@ -132,3 +141,27 @@ async def health() -> HealthReport:
 
 
 health_sync = async_to_sync(health)
+
+
+async def connections(client_id_prefix: str = "") -> list[Connection]:
+    """Presence records (connected, or within the reconnect grace) of clients with the prefix."""
+    records = await get_store().connections()
+    return [record for record in records if record.client_id.startswith(client_id_prefix)]
+
+
+def local_client_ids() -> list[str]:
+    """The client-ids whose sockets this process serves."""
+    return [endpoint.client_id for endpoint in delivery.endpoints()]
+
+
+async def open_sessions(client_id_prefix: str = "") -> int:
+    """How many ClientSession rows of clients with the prefix are not closed, queued rows written first."""
+    await sessions.flush()
+    return await sessions.count_open(client_id_prefix)
+
+
+async def is_operator(request: HttpRequest) -> bool:
+    """True for an active staff user, or a request with ``Authorization: Bearer <HEALTH_TOKEN>``."""
+    from chat_ws.views import authorized
+
+    return await authorized(request)

@@ -164,3 +164,14 @@ def client_closed(client_id: str, reason: str) -> None:
 async def flush() -> None:
     """Wait until every operation queued so far in this event loop is written."""
     await _writer().flush()
+
+
+@database_sync_to_async
+def count_open(client_id_prefix: str = "") -> int:
+    """How many rows of clients whose id starts with the prefix are not closed (written rows only)."""
+    from chat_ws.models import ClientSession
+
+    rows = ClientSession.objects.filter(closed_at__isnull=True)
+    if client_id_prefix:
+        rows = rows.filter(client_id__startswith=client_id_prefix)
+    return rows.count()

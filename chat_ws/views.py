@@ -13,7 +13,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from chat_ws import metrics
 from chat_ws.conf import get_settings
 from chat_ws.health import health
-from chat_ws.leaks import leak_report
 
 
 def _token(request: HttpRequest) -> str | None:
@@ -37,20 +36,10 @@ async def authorized(request: HttpRequest) -> bool:
 @never_cache
 @require_GET
 async def health_view(request: HttpRequest) -> HttpResponse:
-    """200 when healthy, 503 when not; the counts only for staff or with the token.
-
-    With ``?client_prefix=P`` (staff or token) the body also holds ``leaks``: what the server
-    still keeps of clients whose id starts with P (load tests check it is all zero).
-    """
+    """200 when healthy, 503 when not; the counts only for staff or with the token."""
     counts = await authorized(request)
     report = await health(counts=counts)
-    body = report.as_dict(counts=counts)
-    prefix = request.GET.get("client_prefix")
-    if counts and prefix:
-        if len(prefix) < 8:
-            return JsonResponse({"error": "client_prefix must have at least 8 characters"}, status=400)
-        body["leaks"] = await leak_report(prefix)
-    return JsonResponse(body, status=200 if report.healthy else 503)
+    return JsonResponse(report.as_dict(counts=counts), status=200 if report.healthy else 503)
 
 
 @never_cache

@@ -5,37 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from devtools.processes import free_port, stop, wait_for_port
+
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0  # seconds a server may take to accept connections
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """Block until something accepts on the port; raise if the process died or time ran out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)  # polling a port: the event is the listen() we cannot subscribe to
-    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
 class Database:
@@ -106,14 +85,8 @@ class LiveServer:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop(self.proc, sig)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

@@ -1,17 +1,23 @@
-"""The load-test tool at tiny sizes against a real daphne with Redis: no errors, no leftovers."""
+"""The load-test tool (python -m loadtest) at tiny sizes against a real daphne with Redis:
+no errors, no leftovers."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import shlex
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
-from chat_ws.stress import SCENARIOS, StressConfig, render, run
-from chat_ws.stress.client import SimClient
-from chat_ws.stress.report import percentile, summarize
-from chat_ws.stress.server import LeakCheckUnavailable, fetch_leaks, sweep_commands
+from loadtest import SCENARIOS, StressConfig, render, run
+from loadtest.__main__ import config_from, parser
+from loadtest.client import SimClient
+from loadtest.report import percentile, summarize
+from loadtest.server import LeakCheckUnavailable, fetch_leaks, run_sweep, sweep_commands, sweep_report
 from tests.live import ROOT
 
 pytestmark = pytest.mark.integration
@@ -118,11 +124,54 @@ def test_leak_check_without_token_is_an_error(server: Any) -> None:
     assert report.scenarios[0].result.errors == {"leak check unavailable": 1}
 
 
+def test_command_line_runs_a_scenario(server: Any, tmp_path: Any) -> None:
+    out = tmp_path / "report.json"
+    env = {**server.env, "CHAT_WS_HEALTH_TOKEN": TOKEN}  # the default of --token
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest", "--url", server.ws_url, "--scenario", "cycling", "--cycles", "3",
+         "--timeout", "10", "--no-progress", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "every scenario passed with no leaks" in done.stdout
+    report = json.loads(out.read_text())
+    assert report["ok"] and report["scenarios"][0]["leaks"]["ping_records"] == 0
+
+
+def test_command_line_options_build_the_config() -> None:
+    options = parser().parse_args(
+        ["--url", "ws://h:1/ws", "--scenario", "cycling", "--scenario", "all", "--cycles", "7",
+         "--leaks-url", "http://h:1/l", "--token", "t", "--settings", "my.settings"]
+    )  # fmt: skip
+    config = config_from(options)
+    assert config.scenarios == ["cycling", *[s for s in SCENARIOS if s != "cycling"]]
+    assert (config.url, config.cycles, config.leaks(), config.token) == ("ws://h:1/ws", 7, "http://h:1/l", "t")
+    assert config.sweep_env is not None and config.sweep_env["DJANGO_SETTINGS_MODULE"] == "my.settings"
+    assert StressConfig(url="wss://h:1/ws").leaks() == "https://h:1/demo/leaks"
+
+
 def test_sweep_command_batches_client_ids() -> None:
-    config = StressConfig(sweep_command="{python} -m django chat_ws_sweep --force {clients}", sweep_batch=2)
+    config = StressConfig(sweep_command="{python} -m django chat_ws_sweep --json --force {clients}", sweep_batch=2)
     commands = sweep_commands(config, ["a", "b", "c"])
     assert [c[-2:] for c in commands] == [["a", "b"], ["--force", "c"]]
-    assert commands[0][1:5] == ["-m", "django", "chat_ws_sweep", "--force"]
+    assert commands[0][1:6] == ["-m", "django", "chat_ws_sweep", "--json", "--force"]
+    assert StressConfig().sweep_command == config.sweep_command
+
+
+def test_sweep_report_is_the_last_json_line() -> None:
+    assert sweep_report('note\n{"forced": 2, "rejected": 3}\n') == {"forced": 2, "rejected": 3}
+    assert sweep_report("forgot 2 client(s); 3 question(s) rejected\n") is None
+    assert sweep_report("") is None
+
+
+def test_a_sweep_command_without_a_json_report_fails() -> None:
+    def printing(text: str) -> StressConfig:
+        return StressConfig(sweep_command=shlex.join(["{python}", "-c", f"print({text!r})"]))
+
+    outcome = run_sweep(printing("forgot 1 client(s); 0 question(s) rejected"), ["a"])
+    assert not outcome.ok and "no JSON report" in outcome.output[-1]
+    outcome = run_sweep(printing('{"forced": 1, "rejected": 2, "orphaned": 3}'), ["a"])
+    assert outcome.ok and (outcome.forced, outcome.rejected) == (1, 5), outcome.output
 
 
 def test_percentiles() -> None:

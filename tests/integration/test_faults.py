@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.live import LiveServer, free_port, wait_for_port
+from devtools.processes import free_port, wait_for_port
+from tests.live import LiveServer
 from tests.wsclient import WsClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from typing import Any
 
@@ -19,6 +20,7 @@ class Command(BaseCommand):
         "Sweep once: alive? to silent clients, forget those that did not answer or did not come "
         "back, fail expired and orphaned questions, write last-seen times to the database."
     )
+    as_json = False  # --json: print the report as one JSON line instead of the summary
 
     def add_arguments(self, parser: Any) -> None:
         mode = parser.add_mutually_exclusive_group()
@@ -34,10 +36,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--interval", type=float, help="seconds between passes with --loop (default: SWEEP_INTERVAL)"
         )
+        parser.add_argument("--json", action="store_true", help="print the report as one JSON line")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["interval"] is not None and not options["loop"]:
             raise CommandError("--interval goes with --loop")
+        if options["json"] and options["loop"]:
+            raise CommandError("--json does not go with --loop")
+        self.as_json = bool(options["json"])
         try:
             if options["loop"]:
                 interval = options["interval"] or float(get_settings()["SWEEP_INTERVAL"])
@@ -48,23 +54,29 @@ class Command(BaseCommand):
             elif options["force"] or options["force_all"]:
                 ids = None if options["force_all"] else options["force"]
                 report = sweeper.run_sync(lambda: sweeping.force(ids))
-                self.stdout.write(
-                    f"forgot {report.forced} client(s); {report.rejected + report.orphaned} question(s) rejected"
+                self._report(
+                    report, f"forgot {report.forced} client(s); {report.rejected + report.orphaned} question(s) rejected"
                 )
             elif options["wait"]:
-                self.stdout.write(sweeper.run_sync(self._wait).summary())
+                report = sweeper.run_sync(self._wait)
+                self._report(report, report.summary())
             else:
                 report = sweeper.run_sync(lambda: sweeping.sweep(dry_run=options["dry_run"]))
-                self.stdout.write(report.summary())
+                self._report(report, report.summary())
         except StoreUnavailable as exc:
             raise CommandError(f"cannot sweep: {exc}") from exc
+
+    def _report(self, report: sweeping.SweepReport, line: str) -> None:
+        """The one line of output: the summary, or with --json the whole report."""
+        self.stdout.write(json.dumps(report.as_dict(), sort_keys=True) if self.as_json else line)
 
     async def _wait(self) -> sweeping.SweepReport:
         first = await sweeping.sweep()
         if first.skipped or not first.alive_sent:
             return first
         window = float(get_settings()["ALIVE_RESPONSE_TIMEOUT"])
-        self.stdout.write(f"sent {first.alive_sent} alive?; waiting {window:g}s for answers")
+        note = f"sent {first.alive_sent} alive?; waiting {window:g}s for answers"
+        (self.stderr if self.as_json else self.stdout).write(note)  # stdout keeps the one JSON line
         await asyncio.sleep(window)  # the response window itself, as the original sweep waited
         return first + await sweeping.sweep()
 

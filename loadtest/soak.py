@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from chat_ws.stress.client import ClientError, now_ms
-from chat_ws.stress.worker import Worker
+from devtools.processes import rss_kib
+from loadtest.client import ClientError, now_ms
+from loadtest.worker import Worker
 
 WARM_UP = 0.2  # share of the run after which memory drift is measured
 
@@ -53,18 +54,6 @@ async def soak(w: Worker) -> None:
     await asyncio.gather(*(lane() for _ in range(w.share(cfg.soak_clients))))
 
 
-def rss_kib(pid: int) -> int | None:
-    """Resident memory of a process in KiB, from /proc; None when it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 @dataclass
 class MemorySampler:
     """RSS samples of one process over a run."""
@@ -80,9 +69,10 @@ class MemorySampler:
         elapsed = time.monotonic() - self._start
         if elapsed >= self._next:
             self._next = elapsed + self.interval
-            kib = rss_kib(self.pid)
-            if kib is not None:
-                self.samples.append((round(elapsed, 2), kib))
+            try:
+                self.samples.append((round(elapsed, 2), rss_kib(self.pid)))
+            except OSError:
+                pass  # the server is gone or not readable: the summary shows the gap
 
     def summary(self) -> dict[str, Any]:
         """First, after warm-up, last and max RSS; the drift since warm-up and its slope."""

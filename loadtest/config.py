@@ -1,4 +1,4 @@
-"""Options of a load test, with the defaults of ``manage.py chat_ws_stress``."""
+"""Options of a load test, with the defaults of ``python -m loadtest``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 SCENARIOS = ("concurrent", "cycling", "promises", "bursts", "cleanup")
 """The original system's five stress tests, in the order ``all`` runs them."""
 
-DEFAULT_SWEEP_COMMAND = "{python} -m django chat_ws_sweep --force {clients}"
+DEFAULT_SWEEP_COMMAND = "{python} -m django chat_ws_sweep --json --force {clients}"
 
 
 @dataclass
@@ -16,9 +16,9 @@ class StressConfig:
     """Everything a run needs; picklable, so worker processes receive it whole."""
 
     url: str = "ws://127.0.0.1:8000/ws"  # the server's websocket endpoint
-    token: str | None = None  # health token (HEALTH_TOKEN) for the leak check
+    token: str | None = None  # the server's CHAT_WS HEALTH_TOKEN, for the leak report
     origin: str | None = None  # Origin header; None: http(s)://host:port of url
-    health_url: str | None = None  # None: http(s)://host:port/chat_ws/health/ of url
+    leaks_url: str | None = None  # the demo's leak report; None: http(s)://host:port/demo/leaks of url
     processes: int = 1  # load-generator processes; 1 runs in this process
     codec: str = "edn"  # "edn" (the original client) or "json" (subprotocol chat_ws.json)
     timeout: float = 60.0  # seconds any single expected event may take
@@ -40,7 +40,7 @@ class StressConfig:
     # cleanup
     cleanup_clients: int = 2000
     pending: int = 5  # pending questions per client before the forced sweep
-    sweep_command: str = DEFAULT_SWEEP_COMMAND  # {python} and {clients} are filled in
+    sweep_command: str = DEFAULT_SWEEP_COMMAND  # {python} and {clients} are filled in; prints JSON
     sweep_env: dict[str, str] | None = None  # environment of the sweep command; None: this one's
     sweep_cwd: str | None = None  # working directory of the sweep command; None: this one's
     sweep_batch: int = 2000  # client-ids per sweep command invocation
@@ -65,8 +65,8 @@ class StressConfig:
     def origin_header(self) -> str:
         return self.origin or self.http_base()
 
-    def health(self) -> str:
-        return self.health_url or self.http_base() + "/chat_ws/health/"
+    def leaks(self) -> str:
+        return self.leaks_url or self.http_base() + "/demo/leaks"
 
     def prefix(self, scenario: str) -> str:
         """The client-id prefix of one scenario of this run."""

@@ -10,14 +10,15 @@ import threading
 import time
 from typing import Any
 
-from chat_ws.stress.config import SCENARIOS as NAMES
-from chat_ws.stress.config import StressConfig
-from chat_ws.stress.progress import ProgressBar
-from chat_ws.stress.report import ScenarioReport, StressReport, WorkerResult
-from chat_ws.stress.scenarios import Scenario, scenario
-from chat_ws.stress.server import LeakCheckUnavailable, fetch_leaks, run_sweep, settle_leaks
-from chat_ws.stress.soak import MemorySampler
-from chat_ws.stress.worker import Worker, raise_fd_limit, run_worker, share_of
+from devtools.processes import raise_fd_limit
+from loadtest.config import SCENARIOS as NAMES
+from loadtest.config import StressConfig
+from loadtest.progress import ProgressBar
+from loadtest.report import ScenarioReport, StressReport, WorkerResult
+from loadtest.scenarios import Scenario, scenario
+from loadtest.server import LeakCheckUnavailable, fetch_leaks, run_sweep, settle_leaks
+from loadtest.soak import MemorySampler
+from loadtest.worker import Worker, run_worker, share_of
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,8 @@
-"""Out-of-band calls to the server under test: the health leak report and the forced sweep."""
+"""Out-of-band calls to the server under test: the demo's leak report and the forced sweep."""
 
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import subprocess
 import sys
@@ -11,21 +10,22 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlencode
 
-from chat_ws.stress.config import StressConfig
+from loadtest.config import StressConfig
 
-LEAK_POLL = 0.1  # seconds between health requests while leftovers drain
-HTTP_TIMEOUT = 10.0  # seconds per health request
+LEAK_POLL = 0.1  # seconds between leak report requests while leftovers drain
+HTTP_TIMEOUT = 10.0  # seconds per leak report request
 
 
 class LeakCheckUnavailable(Exception):
-    """The health endpoint gave no leak report."""
+    """The server gave no leak report."""
 
 
 def fetch_leaks(config: StressConfig, prefix: str) -> dict[str, int]:
-    """GET health?client_prefix=prefix with the token; the report's ``leaks`` counts."""
-    url = f"{config.health()}?{urlencode({'client_prefix': prefix})}"
+    """GET the demo's leak report for ``client_prefix=prefix`` with the token; its ``leaks`` counts."""
+    url = f"{config.leaks()}?{urlencode({'client_prefix': prefix})}"
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     if config.token:
         request.add_header("Authorization", f"Bearer {config.token}")
@@ -33,19 +33,17 @@ def fetch_leaks(config: StressConfig, prefix: str) -> dict[str, int]:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
             body = response.read()
     except urllib.error.HTTPError as exc:
-        if exc.code != 503:  # unhealthy still carries the report
-            raise LeakCheckUnavailable(f"health answered HTTP {exc.code}") from exc
-        body = exc.read()
+        hint = " (no --token given)" if exc.code == 403 and not config.token else ""
+        raise LeakCheckUnavailable(f"the leak report answered HTTP {exc.code}{hint}") from exc
     except (OSError, urllib.error.URLError) as exc:
-        raise LeakCheckUnavailable(f"health unreachable: {exc}") from exc
+        raise LeakCheckUnavailable(f"the leak report is unreachable: {exc}") from exc
     try:
         report = json.loads(body)
     except ValueError as exc:
-        raise LeakCheckUnavailable("health did not answer JSON") from exc
+        raise LeakCheckUnavailable("the leak report is not JSON") from exc
     leaks = report.get("leaks") if isinstance(report, dict) else None
     if not isinstance(leaks, dict):
-        hint = "" if config.token else " (no --token given)"
-        raise LeakCheckUnavailable("the health report has no 'leaks'" + hint)
+        raise LeakCheckUnavailable("the leak report has no 'leaks'")
     return {str(k): int(v) for k, v in leaks.items()}
 
 
@@ -77,9 +75,6 @@ class SweepOutcome:
     output: list[str] = field(default_factory=list)
 
 
-_SUMMARY = re.compile(r"forgot (\d+) client\(s\); (\d+) question\(s\) rejected")
-
-
 def sweep_commands(config: StressConfig, client_ids: list[str]) -> list[list[str]]:
     """The argv lists of the sweep command, ``{clients}`` filled with batches of client-ids."""
     template = shlex.split(config.sweep_command)
@@ -93,8 +88,19 @@ def sweep_commands(config: StressConfig, client_ids: list[str]) -> list[list[str
     ]
 
 
+def sweep_report(stdout: str) -> dict[str, Any] | None:
+    """The JSON report ``chat_ws_sweep --json`` prints as its last line; None when there is none."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            report = json.loads(line)
+        except ValueError:
+            continue
+        return report if isinstance(report, dict) else None
+    return None
+
+
 def run_sweep(config: StressConfig, client_ids: list[str]) -> SweepOutcome:
-    """Run the forced sweep command(s) for these clients; parse their one-line summaries."""
+    """Run the forced sweep command(s) for these clients; add up their JSON reports."""
     outcome = SweepOutcome(started_at=time.time())
     began = time.monotonic()
     for argv in sweep_commands(config, client_ids):
@@ -116,9 +122,13 @@ def run_sweep(config: StressConfig, client_ids: list[str]) -> SweepOutcome:
         if done.returncode != 0:
             outcome.ok = False
             break
-        match = _SUMMARY.search(done.stdout)
-        if match:
-            outcome.forced += int(match.group(1))
-            outcome.rejected += int(match.group(2))
+        report = sweep_report(done.stdout)
+        if report is None:
+            outcome.ok = False
+            outcome.output.append("the sweep command printed no JSON report (chat_ws_sweep --json)")
+            break
+        outcome.forced += int(report.get("forced", 0))
+        # A forced client's questions are rejected; those already without a record count as orphaned.
+        outcome.rejected += int(report.get("rejected", 0)) + int(report.get("orphaned", 0))
     outcome.duration = time.monotonic() - began
     return outcome

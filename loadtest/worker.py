@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import resource
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from chat_ws.stress.client import ClientError, SimClient
-from chat_ws.stress.config import StressConfig
-from chat_ws.stress.report import WorkerResult
+from devtools.processes import raise_fd_limit
+from loadtest.client import ClientError, SimClient
+from loadtest.config import StressConfig
+from loadtest.report import WorkerResult
 
 logger = logging.getLogger(__name__)
 
 PHASE_TIMEOUT = 3600.0  # seconds a worker waits for the others at a phase (the runner aborts sooner)
-
-
-def raise_fd_limit(needed: int) -> tuple[int, int]:
-    """Raise this process's soft limit of open files up to the hard limit; return (soft, hard)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
-    if soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            logger.warning("could not raise the open-files limit from %d to %d", soft, target)
-    return soft, hard
 
 
 def share_of(total: int, index: int, count: int) -> int:

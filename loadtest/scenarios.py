@@ -1,7 +1,7 @@
 """The five stress scenarios of the original system, worker side (each worker runs its share).
 
 Each scenario names its phases (points where all workers meet and the orchestrator acts) and its
-progress total; :mod:`chat_ws.stress.runner` runs them and checks for leaks afterwards.
+progress total; :mod:`loadtest.runner` runs them and checks for leaks afterwards.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from chat_ws.codec import Keyword
-from chat_ws.stress.client import WS_4002_FORGOTTEN, ClientError, SimClient, now_ms
-from chat_ws.stress.config import StressConfig
-from chat_ws.stress.soak import soak
-from chat_ws.stress.worker import Worker, share_of
+from loadtest.client import WS_4002_FORGOTTEN, ClientError, SimClient, now_ms
+from loadtest.config import StressConfig
+from loadtest.soak import soak
+from loadtest.worker import Worker, share_of
 
 HANDLER_FAILED = "server error :handler-failed"
 

@@ -12,7 +12,7 @@ from websockets.asyncio.client import ClientConnection
 
 from chat_ws.codec import EDN, JSON, JSON_SUBPROTOCOL, Codec, Keyword
 from chat_ws.exceptions import MalformedMessage
-from chat_ws.stress.config import StressConfig
+from loadtest.config import StressConfig
 
 WS_4002_FORGOTTEN = 4002  # the server forgot the client (close-channel, sweep)
 MAX_FRAME = 1 << 20  # bytes per frame the client accepts

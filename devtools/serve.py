@@ -1,0 +1,98 @@
+"""Serve the demo site with daphne and say where, once it listens (``make run``, ``make serve``).
+
+``python devtools/serve.py --host 127.0.0.1 --port 8000`` starts daphne as a child, waits (at
+most ``--start-timeout`` seconds) until the port accepts connections, prints one line
+``chat_ws demo listening on http://127.0.0.1:8000/`` and then waits on daphne, forwarding
+SIGINT, SIGTERM and SIGHUP to it, and exits with its exit code. The environment passes through
+(``REDIS_URL`` and the other variables the demo's settings read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: make the checkout importable
+    sys.path.insert(0, str(ROOT))
+
+from devtools.processes import wait_for_port  # noqa: E402
+
+APP = "stbd_project.asgi:application"
+START_TIMEOUT = 60.0  # seconds daphne may take to listen
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # bound to all -> reached on
+
+
+def local_host(host: str) -> str:
+    """The address to reach a server bound to host from this machine."""
+    return WILDCARDS.get(host, host)
+
+
+def url(host: str, port: int) -> str:
+    shown = local_host(host)
+    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+
+
+def exit_code(returncode: int) -> int:
+    """A child's return code as a shell would report it (128 + N for a signal N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def serve(host: str, port: int, app: str = APP, start_timeout: float = START_TIMEOUT) -> int:
+    """Run daphne until it exits; return the exit code for this process."""
+    child: subprocess.Popen[bytes] | None = None
+    received: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        # Its own session: a terminal's Ctrl-C reaches daphne once, forwarded from here.
+        child = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), app], cwd=ROOT, start_new_session=True
+        )
+        if received:  # a signal came before daphne existed
+            child.send_signal(received[-1])
+        try:
+            wait_for_port(port, child, start_timeout, host=local_host(host))
+        except RuntimeError:  # daphne exited before listening: its own output says why
+            return exit_code(child.wait())
+        except TimeoutError as exc:
+            print(f"serve: {exc}; stopping daphne", file=sys.stderr, flush=True)
+            return 1
+        print(f"chat_ws demo listening on {url(host, port)}", flush=True)
+        return exit_code(child.wait())
+    finally:
+        if child is not None and child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devtools/serve.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default %(default)s)")
+    parser.add_argument("--app", default=APP, help="ASGI application (default %(default)s)")
+    parser.add_argument(
+        "--start-timeout", type=float, default=START_TIMEOUT, help="seconds daphne may take to listen"
+    )
+    options = parser.parse_args(argv)
+    return serve(options.host, options.port, options.app, options.start_timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
