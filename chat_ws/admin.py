@@ -19,6 +19,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import formats, timezone as tz
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from chat_ws import promises
@@ -32,6 +34,9 @@ T = TypeVar("T")
 
 MANAGE_PERMISSION = "chat_ws.change_clientsession"  # may forget clients and cancel questions
 TEXT_PREVIEW = 300  # characters of a question's text shown in the admin
+CLIENT_ID_PREVIEW = 9  # characters (with the …) of a client-id shown in the session list (the whole id in its title)
+USER_PREVIEW = 12  # characters (with the …) of a user name shown in the session list (the whole one in its title)
+REASON_PREVIEW = 24  # characters (with the …) of a close reason shown in the session list (the whole one in its title)
 
 
 def _call(func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -51,6 +56,30 @@ class QuestionRow:
     def text(self) -> str:
         text = self.question.text()
         return text if len(text) <= TEXT_PREVIEW else text[: TEXT_PREVIEW - 1] + "…"
+
+
+def shortened(value: str, limit: int, *, wrap: bool = False) -> str:
+    """Value as a span of its first limit characters (ending in …), the whole value in its title."""
+    if not value:
+        return ""  # the admin shows its empty-value dash
+    short = value if len(value) <= limit else value[: limit - 1] + "…"
+    if wrap:
+        return format_html('<span title="{}">{}</span>', value, short)
+    return format_html('<span class="nowrap" title="{}">{}</span>', value, short)
+
+
+def moment(value: datetime | None) -> str:
+    """A timestamp as ``YYYY-MM-DD HH:MM``, the time on a second line when the column is narrow."""
+    if value is None:
+        return ""  # the admin shows its empty-value dash
+    local = tz.localtime(value) if tz.is_aware(value) else value
+    return format_html(
+        '<time datetime="{}" title="{}"><span class="nowrap">{}</span> <span class="nowrap">{}</span></time>',
+        value.isoformat(),
+        formats.localize(local),
+        local.strftime("%Y-%m-%d"),
+        local.strftime("%H:%M"),
+    )
 
 
 def pending_rows(client_id: str | None = None) -> tuple[list[QuestionRow], str | None]:
@@ -90,7 +119,9 @@ class OpenFilter(admin.SimpleListFilter):
 class ClientSessionAdmin(admin.ModelAdmin):
     """Connections, newest first; nothing is editable. Pending questions on their own page."""
 
-    list_display = ("client_id", "user", "opened_at", "last_seen_at", "closed_at", "close_reason", "open")
+    # Narrow enough for 1280 px beside the navigation and filter sidebars: short ids, names and
+    # reasons (whole in their titles), compact timestamps; last-seen is on the change page.
+    list_display = ("client", "username", "opened", "closed", "reason", "open")
     list_filter = (OpenFilter, "close_reason", "server_id", "opened_at")
     list_select_related = ("user",)
     search_fields = ("client_id",)
@@ -99,6 +130,26 @@ class ClientSessionAdmin(admin.ModelAdmin):
     actions = ["force_disconnect", "send_alive_check"]
     change_form_template = "chat_ws/admin/clientsession_change_form.html"
     change_list_template = "chat_ws/admin/clientsession_change_list.html"
+
+    @admin.display(description="client id", ordering="client_id")
+    def client(self, obj: ClientSession) -> str:
+        return shortened(obj.client_id, CLIENT_ID_PREVIEW)
+
+    @admin.display(description="user", ordering="user__username")
+    def username(self, obj: ClientSession) -> str:
+        return shortened(obj.user.get_username(), USER_PREVIEW) if obj.user else ""
+
+    @admin.display(description="opened at", ordering="opened_at")
+    def opened(self, obj: ClientSession) -> str:
+        return moment(obj.opened_at)
+
+    @admin.display(description="closed at", ordering="closed_at")
+    def closed(self, obj: ClientSession) -> str:
+        return moment(obj.closed_at)
+
+    @admin.display(description="close reason", ordering="close_reason")
+    def reason(self, obj: ClientSession) -> str:
+        return shortened(obj.close_reason, REASON_PREVIEW, wrap=True)
 
     @admin.display(boolean=True, description="open?")
     def open(self, obj: ClientSession) -> bool:

@@ -89,11 +89,41 @@ def test_force_and_force_all(backend: str) -> None:
     assert connection("c2") is None and connection("c3") is None
 
 
+def test_json_prints_the_report_as_one_line(backend: str) -> None:
+    stale_client("c1")
+    stale_client("c2", alive_sent_ago=60)
+    output = run("chat_ws_sweep", "--json")
+    assert len(output.splitlines()) == 1
+    report = json.loads(output)
+    assert set(report) == set(sweeping.SweepReport().as_dict())
+    assert (report["alive_sent"], report["inactive"], report["dry_run"]) == (1, 1, False)
+    assert json.loads(run("chat_ws_sweep", "--json", "--dry-run"))["dry_run"] is True
+
+
+def test_json_with_force_counts_forgotten_clients(backend: str) -> None:
+    stale_client("c1")
+    stale_client("c2")
+    report = json.loads(run("chat_ws_sweep", "--json", "--force", "c1", "nobody"))
+    assert (report["forced"], report["rejected"], report["orphaned"]) == (1, 0, 0)
+    assert connection("c1") is None and connection("c2") is not None
+
+
+def test_json_with_wait_keeps_stdout_to_the_report(settings: Any, backend: str) -> None:
+    chat_ws_settings(settings, ALIVE_RESPONSE_TIMEOUT=0.2)
+    stale_client("c1")
+    out, err = StringIO(), StringIO()
+    call_command("chat_ws_sweep", "--json", "--wait", stdout=out, stderr=err)
+    assert json.loads(out.getvalue())["inactive"] == 1
+    assert "sent 1 alive?" in err.getvalue()
+
+
 def test_modes_exclude_each_other(backend: str) -> None:
     with pytest.raises(CommandError):
         call_command("chat_ws_sweep", "--dry-run", "--loop")
     with pytest.raises(CommandError, match="--interval goes with --loop"):
         call_command("chat_ws_sweep", "--interval", "5")
+    with pytest.raises(CommandError, match="--json does not go with --loop"):
+        call_command("chat_ws_sweep", "--json", "--loop")
 
 
 def test_unreachable_store_is_an_error(settings: Any, backend: str) -> None:
@@ -117,6 +147,25 @@ def test_health_fails_when_unhealthy(settings: Any, backend: str) -> None:
         call_command("chat_ws_health", stdout=out)
     assert failure.value.returncode == 1
     assert json.loads(out.getvalue())["store"] is False
+
+
+# ---------------------------------------------------------------------- chat_ws_ask in process
+IN_MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+def test_ask_refuses_the_in_memory_store(settings: Any) -> None:
+    settings.CHANNEL_LAYERS = IN_MEMORY_LAYER
+    chat_ws_settings(settings, REDIS_URL=None, STORE="chat_ws.store.memory.MemoryStore")
+    with pytest.raises(CommandError, match=r"store is in memory.*shared Redis: set REDIS_URL in CHAT_WS"):
+        call_command("chat_ws_ask", "client-a", "Hello?", "--timeout", "5")
+    assert run_sync(lambda: get_store().pending()) == []  # asked nobody
+
+
+def test_ask_refuses_an_in_memory_channel_layer(settings: Any, redis_url: str, key_prefix: str) -> None:
+    settings.CHANNEL_LAYERS = IN_MEMORY_LAYER
+    chat_ws_settings(settings, REDIS_URL=redis_url, KEY_PREFIX=key_prefix)
+    with pytest.raises(CommandError, match=r"channel layer is in memory.*channels_redis layer in CHANNEL_LAYERS"):
+        call_command("chat_ws_ask", "client-a", "Hello?", "--timeout", "5")
 
 
 # ---------------------------------------------------------------------- Celery

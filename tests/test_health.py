@@ -19,7 +19,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 UNREACHABLE = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 HEALTH = "/chat_ws/health/"
-METRICS = "/chat_ws/metrics"
+METRICS = "/chat_ws/metrics/"
+OLD_METRICS = "/chat_ws/metrics"  # before the trailing slash; still served for existing scrapers
 TOKEN = "s3cret-token"
 PUBLIC_KEYS = {"healthy", "store", "channel_layer"}
 
@@ -163,6 +164,22 @@ def test_metrics_in_prometheus_text_format(staff: Any) -> None:
     ):
         assert f"# TYPE {name.removesuffix('_bucket').removesuffix('_total')}" in text, name
     assert 'chat_ws_sweep_evictions_total{reason="inactive"}' in text
+
+
+def test_both_endpoints_end_with_a_slash() -> None:
+    from django.urls import reverse
+
+    assert reverse("chat_ws:health") == HEALTH
+    assert reverse("chat_ws:metrics") == METRICS
+
+
+def test_the_old_metrics_path_is_served_not_redirected(settings: Any, client: Any) -> None:
+    assert client.get(OLD_METRICS).status_code == 403
+    chat_ws_settings(settings, HEALTH_TOKEN=TOKEN)
+    response = client.get(OLD_METRICS, HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
+    assert "# TYPE chat_ws_open_connections gauge" in response.content.decode()
 
 
 async def test_a_probe_without_counts_still_judges(store: Any) -> None:
