@@ -309,13 +309,6 @@ class RedisStore(BaseStore):
         """Stop this loop's listener and close its connections."""
         await self._connections.close()
 
-    async def delete_prefix(self) -> int:
-        """Delete every key under this store's prefix (tests and `--force-all` cleanups)."""
-        deleted = 0
-        async for key in self.redis.scan_iter(match=f"{self.prefix}:*", count=500):
-            deleted += await self.redis.delete(key)
-        return deleted
-
     # ------------------------------------------------------------------ sweep and health
     SCAN_PAGE = 500  # index members one sweep or health script call examines (keeps calls short)
 
