@@ -14,12 +14,17 @@ RECONNECT_FIRST = 0.1  # seconds a long-lived reader (layer receive, settlement 
 RECONNECT_CAP = 2.0  # seconds such a reader waits between attempts at most
 
 
-def network_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions that mean Redis could not be reached (connection, timeout, socket)."""
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    """redis-py's own exceptions for a connection that failed or timed out."""
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    return (RedisConnectionError, RedisTimeoutError, OSError)
+    return (RedisConnectionError, RedisTimeoutError)
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean Redis could not be reached (connection, timeout, socket)."""
+    return (*_redis_errors(), OSError)
 
 
 def is_unreachable(exc: BaseException) -> bool:
@@ -38,7 +43,7 @@ def retry_options() -> dict[str, Any]:
 
     return {
         "retry": Retry(ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE), RETRY_ATTEMPTS),
-        "retry_on_error": list(network_errors()[:2]),
+        "retry_on_error": list(_redis_errors()),
     }
 
 

@@ -7,6 +7,7 @@ open-files limit. Linux only where /proc is read.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import signal
 import socket
@@ -51,14 +52,27 @@ def wait_for_port(
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
-def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
-    """Send sig to the process (by its pid) and wait for it; kill it after timeout. Its exit code."""
+def stop(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT, *, group: bool = False
+) -> int:
+    """Send sig to the process (by its pid) and wait for it; kill it after timeout. Its exit code.
+
+    With ``group`` the signals go to the process group the process leads (started with
+    ``start_new_session=True``), so that its children stop with it.
+    """
+
+    def send(signum: int) -> None:
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+
     if proc.poll() is None:
-        proc.send_signal(sig)
+        send(sig)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            send(signal.SIGKILL)
             proc.wait(timeout=timeout)
     return int(proc.returncode)
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
-from devtools.processes import wait_for_port  # noqa: E402
+from devtools.processes import stop, wait_for_port  # noqa: E402
 
 APP = "stbd_project.asgi:application"
 START_TIMEOUT = 60.0  # seconds daphne may take to listen
@@ -71,13 +71,8 @@ def serve(host: str, port: int, app: str = APP, start_timeout: float = START_TIM
         print(f"chat_ws demo listening on {url(host, port)}", flush=True)
         return exit_code(child.wait())
     finally:
-        if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        if child is not None:
+            stop(child, timeout=10)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

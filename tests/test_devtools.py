@@ -107,7 +107,7 @@ def test_wait_for_port_sees_a_listener_and_a_dead_process() -> None:
 
 
 def test_stop_signals_by_pid_and_returns_the_exit_code() -> None:
-    code = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7)); print(1, flush=True); time.sleep(60)"
+    code = "import signal, sys; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7)); print(1, flush=True); signal.pause()"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "1\n"  # the handler is installed
     assert stop(proc) == 7

@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -26,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from tests.live import ROOT, free_port, wait_for_port
+from devtools.processes import free_port, stop, wait_for_port
+from tests.live import ROOT
 from tests.redis_util import require_redis
 from tests.wsclient import WsClient
 
@@ -219,13 +219,7 @@ def server(site: Site, key_prefix: str, request: pytest.FixtureRequest) -> Itera
         wait_for_port(port, proc, START_TIMEOUT)
         yield Server(port, log_path)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop(proc, timeout=10, group=True)
         if request.node.rep_call_failed if hasattr(request.node, "rep_call_failed") else False:
             print(f"--- daphne log ---\n{log_path.read_text(errors='replace')[-5000:]}")
 
