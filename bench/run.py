@@ -22,10 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.clients import Target  # noqa: E402
 from bench.generator import Generator  # noqa: E402
 from bench.report import write_results  # noqa: E402
-from bench.servers import Lab, Server, cpu_seconds, wait_quiet  # noqa: E402
-from devtools.processes import rss_kib  # noqa: E402
+from bench.servers import Lab, Server, cpu_seconds, rss_tree_kib, wait_quiet  # noqa: E402
 
 REFERENCE = "python-socketio (uvicorn)"
+# key: (table name, server kind, codec); servers of the same kind are shared between codecs.
+TARGETS = {
+    "daphne-edn": ("chat_ws EDN (daphne)", "daphne", "edn"),
+    "uvicorn-edn": ("chat_ws EDN (uvicorn)", "uvicorn", "edn"),
+    "granian-edn": ("chat_ws EDN (granian)", "granian", "edn"),
+    "daphne-json": ("chat_ws JSON (daphne)", "daphne", "json"),
+    "socketio-redis": ("python-socketio + Redis (uvicorn)", "socketio-redis", ""),
+}
+DEFAULT_TARGETS = ["daphne-edn", "uvicorn-edn", "granian-edn", "daphne-json", "socketio-redis"]
 ROUND_TRIPS = {1: 3000, 50: 6000, 500: 10000}  # round trips per measurement at each concurrency
 OPEN_CONCURRENCY = 100  # handshakes in flight while setting up (not while measuring connects)
 
@@ -45,7 +53,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/14", help="Redis for chat_ws (not database 0 or 15)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--quick", action="store_true", help="1 round, sizes 1,50, 200 connects, 2000 idle")
+    p.add_argument(
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"comma-separated target keys, of: {', '.join(TARGETS)} (the reference always runs)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also serve this git revision of the demo under uvicorn (a worktree), measured in the same run",
+    )
     args = p.parse_args(argv)
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = set(args.targets) - set(TARGETS)
+    if unknown:
+        p.error(f"unknown targets: {', '.join(sorted(unknown))}")
     if args.quick:
         args.rounds, args.sizes, args.connects, args.idle = 1, [1, 50], 200, [2000]
     return args
@@ -67,18 +89,25 @@ class Bench:
         self.notes: list[str] = []
 
     def start(self) -> None:
-        daphne = self.lab.start("daphne", "daphne")
-        uvicorn = self.lab.start("uvicorn", "uvicorn")
+        servers: dict[str, Server] = {}
+        for key in self.args.targets:
+            name, kind, codec = TARGETS[key]
+            server = servers.get(kind) or servers.setdefault(kind, self.lab.start(kind, kind))
+            self.targets[name] = (self._target(key, kind, server, codec), server)
+        if self.args.baseline:
+            rev = self.args.baseline
+            server = self.lab.start("baseline", "uvicorn", cwd=self.lab.worktree(rev))
+            name = f"chat_ws EDN (uvicorn) at {rev}"
+            self.targets[name] = (Target("baseline-edn", "chat", f"ws://127.0.0.1:{server.port}/ws"), server)
+            self.notes.append(f"'{name}' is the demo at revision {rev}, served from a worktree in the same run")
         socketio = self.lab.start("socketio", "socketio")
-        self.targets = {
-            "chat_ws EDN (daphne)": (Target("daphne-edn", "chat", f"ws://127.0.0.1:{daphne.port}/ws"), daphne),
-            "chat_ws EDN (uvicorn)": (Target("uvicorn-edn", "chat", f"ws://127.0.0.1:{uvicorn.port}/ws"), uvicorn),
-            "chat_ws JSON (daphne)": (
-                Target("daphne-json", "chat", f"ws://127.0.0.1:{daphne.port}/ws", codec="json"),
-                daphne,
-            ),
-            REFERENCE: (Target("socketio", "sio", f"ws://127.0.0.1:{socketio.port}"), socketio),
-        }
+        self.targets[REFERENCE] = (Target("socketio", "sio", f"ws://127.0.0.1:{socketio.port}"), socketio)
+
+    @staticmethod
+    def _target(key: str, kind: str, server: Server, codec: str) -> Target:
+        if kind.startswith("socketio"):
+            return Target(key, "sio", f"ws://127.0.0.1:{server.port}")
+        return Target(key, "chat", f"ws://127.0.0.1:{server.port}/ws", codec=codec)
 
     def _cpu(self, server: Server) -> dict[str, float]:
         pids = {"server": [server.pid], "generator": self.gen.pids()}
@@ -158,13 +187,13 @@ class Bench:
     def measure_memory(self, name: str) -> None:
         target, server = self.targets[name]
         wait_quiet([server.pid])
-        base = rss_kib(server.pid)
+        base = rss_tree_kib(server.pid)
         held = 0
         for size in self.args.idle:
             reply = self.gen.open(target, size - held, concurrency=OPEN_CONCURRENCY, tag=self._tag("idle"), idle=True)
             held += reply["opened"]
             wait_quiet([server.pid])
-            rss = rss_kib(server.pid)
+            rss = rss_tree_kib(server.pid)
             row = {
                 "target": name,
                 "connections": size,
@@ -189,10 +218,13 @@ class Bench:
                 for name in order:
                     self.measure_connects(r, name)
         if self.args.idle:
-            self.notes.append("chat_ws JSON shares the daphne server of chat_ws EDN: memory measured once")
+            measured: set[int] = set()
             for name in names:
-                if name == "chat_ws JSON (daphne)":
+                server = self.targets[name][1]
+                if server.pid in measured:
+                    self.notes.append(f"{name} shares its server with another target: memory measured once")
                     continue
+                measured.add(server.pid)
                 self.measure_memory(name)
                 self.targets[name][1].stop()  # drops the idle sockets with it
                 self.gen.close()

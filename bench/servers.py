@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devtools.processes import free_port, stop, wait_for_port
+from devtools.processes import free_port, rss_kib, stop, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -22,11 +22,43 @@ QUIET_WINDOW = 0.3  # seconds over which idleness is measured
 QUIET_TIMEOUT = 60.0  # seconds to wait for a server to become idle
 
 
+def tree(pid: int) -> list[int]:
+    """pid and its live descendants (granian serves from a worker process it starts)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:  # exited meanwhile
+            continue
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15)
+    """User + system CPU time of a process and its descendants (all threads), from /proc."""
+    total = 0
+    for member in tree(pid):
+        try:
+            with open(f"/proc/{member}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / TICKS
+
+
+def rss_tree_kib(pid: int) -> int:
+    """Resident memory of a process and its descendants."""
+    total = 0
+    for member in tree(pid):
+        try:
+            total += rss_kib(member)
+        except OSError:  # exited meanwhile
+            continue
+    return total
 
 
 def wait_quiet(pids: list[int]) -> float:
@@ -43,8 +75,10 @@ def wait_quiet(pids: list[int]) -> float:
 class Server:
     """One server process under test."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, log: Path) -> None:
-        self.name, self.argv, self.env, self.port, self.log = name, argv, env, port, log
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], port: int, log: Path, cwd: Path = ROOT
+    ) -> None:
+        self.name, self.argv, self.env, self.port, self.log, self.cwd = name, argv, env, port, log, cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,7 +88,7 @@ class Server:
 
     def start(self) -> Server:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.proc, START_TIMEOUT)
         return self
 
@@ -71,6 +105,7 @@ class Lab:
         self.redis_url = redis_url
         self.prefix = prefix
         self.servers: dict[str, Server] = {}
+        self.worktrees: list[Path] = []
         self.env = {
             **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)},
             "DJANGO_SETTINGS_MODULE": "stbd_project.settings",
@@ -85,21 +120,41 @@ class Lab:
         }
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True)
 
-    def start(self, name: str, kind: str) -> Server:
-        """kind: daphne (chat_ws), uvicorn (chat_ws) or socketio (the reference under uvicorn)."""
+    def start(self, name: str, kind: str, *, cwd: Path = ROOT) -> Server:
+        """kind: daphne, uvicorn or granian (chat_ws's demo), socketio (the reference under
+        uvicorn) or socketio-redis (the same with AsyncRedisManager). cwd: the checkout to serve
+        (a worktree of an earlier revision for the baseline)."""
         port = free_port()
         bin_dir = Path(sys.executable).parent
+        env = dict(self.env)
         if kind == "daphne":
             argv = [str(bin_dir / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "stbd_project.asgi:application"]
+        elif kind == "granian":
+            argv = [
+                str(bin_dir / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", "1", "--loop", "uvloop", "--log-level", "warning",
+                "stbd_project.asgi:application",
+            ]
         else:
             app = "stbd_project.asgi:application" if kind == "uvicorn" else "bench.socketio_server:app"
             argv = [
                 str(bin_dir / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port),
                 "--log-level", "warning", "--no-access-log",
             ]
-        server = Server(name, argv, self.env, port, self.dir / f"{name}.log").start()
+            if kind == "socketio-redis":
+                env["SIO_REDIS_URL"] = self.redis_url
+                env["SIO_CHANNEL"] = f"{self.prefix}:socketio"
+        env["PYTHONPATH"] = str(cwd)
+        server = Server(name, argv, env, port, self.dir / f"{name}.log", cwd=cwd).start()
         self.servers[name] = server
         return server
+
+    def worktree(self, rev: str) -> Path:
+        """A detached checkout of rev beside this run (removed by cleanup), for the baseline."""
+        path = self.dir / f"baseline-{rev.replace('/', '_')}"
+        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(path), rev], cwd=ROOT, check=True)
+        self.worktrees.append(path)
+        return path
 
     def stop(self) -> None:
         for server in self.servers.values():
@@ -114,6 +169,8 @@ class Lab:
         for key in client.scan_iter(match=f"{self.prefix}:*", count=1000):
             deleted += client.delete(key)
         client.close()
+        for path in self.worktrees:
+            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
         return deleted
 

@@ -1,6 +1,7 @@
 """The reference peer: the same ask/answer workload on python-socketio, served by uvicorn.
 
-``uvicorn bench.socketio_server:app --port 8200`` (run from the checkout). A client emits
+``uvicorn bench.socketio_server:app --port 8200`` (run from the checkout). With ``SIO_REDIS_URL``
+set, the server uses ``AsyncRedisManager`` (what a multi-process socket.io deployment runs). A client emits
 ``start`` with ``{"questions": N}``; the server asks N questions back to back with
 ``await sio.call("ask", ...)`` (the client's ack is the answer) and ends with ``done``, carrying
 the same figures as chat_ws's ``loadtest-done``. Origins are checked as by default (same origin).
@@ -8,6 +9,7 @@ the same figures as chat_ws's ``loadtest-done``. Origins are checked as by defau
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any
@@ -16,7 +18,10 @@ import socketio
 
 QUESTION_TIMEOUT = 60  # seconds per question, as the chat_ws load-test conversation uses
 
-sio = socketio.AsyncServer(async_mode="asgi", logger=False, engineio_logger=False)
+# SIO_REDIS_URL: run as a socket.io user with several processes does, through AsyncRedisManager.
+_REDIS = os.environ.get("SIO_REDIS_URL")
+_MANAGER = socketio.AsyncRedisManager(_REDIS, channel=os.environ.get("SIO_CHANNEL", "socketio")) if _REDIS else None
+sio = socketio.AsyncServer(async_mode="asgi", logger=False, engineio_logger=False, client_manager=_MANAGER)
 app = socketio.ASGIApp(sio)
 
 
