@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from urllib.parse import urlparse, urlunparse
 
 import pytest
+
+from devtools.processes import free_port, wait_for_port
 
 
 def test_redis_url() -> str:
@@ -40,3 +46,63 @@ def delete_prefix(url: str, prefix: str) -> None:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+class OwnRedis:
+    """A redis-server of the test's own, without persistence, that the test may kill and restart.
+
+    ``extra``: more redis-server arguments (a password, TLS). The port stays the same across restarts.
+    """
+
+    def __init__(self, *extra: str) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="chat_ws_redis_")
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, port_arg: str = "--port") -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", port_arg, str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, *self.extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc, 10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes mid-reply, as in a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def require_redis_server() -> None:
+    """Skip (laptop) or fail (CI=true) when the redis-server binary is missing."""
+    if shutil.which("redis-server") is None:
+        reason = "redis-server is not installed"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason + " (CI=true: Redis tests must run)", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    """A private redis-server on a free port, stopped after the test."""
+    require_redis_server()
+    server = OwnRedis()
+    server.start()
+    yield server
+    server.cleanup()

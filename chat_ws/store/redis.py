@@ -9,6 +9,7 @@ members whose record expired are removed by the sweep and by the scripts that me
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -25,9 +26,16 @@ from chat_ws.store.base import (
     question_to_json,
 )
 from chat_ws.store.redis_connections import LoopConnections, LoopState, unavailable
+from chat_ws.store.resp import Script
 from chat_ws.types import Question
 
 logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def _script(source: str) -> Script:
+    """The Script (source and SHA) of one of chat_ws.store.scripts' sources."""
+    return Script(source)
 
 
 class RedisStore(BaseStore):
@@ -43,7 +51,9 @@ class RedisStore(BaseStore):
         self.url: str = url
         self.prefix: str = conf["KEY_PREFIX"]
         self.pool_size: int = conf["REDIS_POOL_SIZE"]
-        self._connections = LoopConnections(url, self.pool_size)
+        self._connections = LoopConnections(
+            url, self.pool_size, float(conf["REDIS_TIMEOUT"]), int(conf["REDIS_MAX_IN_FLIGHT"])
+        )
 
     # ------------------------------------------------------------------ plumbing
     def key(self, kind: str, *parts: str) -> str:
@@ -59,7 +69,11 @@ class RedisStore(BaseStore):
         return self._state().client
 
     async def _run(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        return await self._state().script(source)(keys=keys, args=args)
+        return await self._state().fast.evalsha(_script(source), keys, args)
+
+    def _call(self, *args: Any) -> Any:
+        """One plain command on the pipelined connection (an awaitable of its reply)."""
+        return self._state().fast.call(*args)
 
     def _question_ttl_ms(self, question: Question) -> int:
         grace = float(self.conf["RECONNECT_GRACE"])
@@ -127,7 +141,7 @@ class RedisStore(BaseStore):
 
     @unavailable
     async def get_question(self, p_key: str) -> Question | None:
-        rec = await self.redis.get(self.key("q", p_key))
+        rec = await self._call("GET", self.key("q", p_key))
         return question_from_json(rec) if rec else None
 
     async def _load(self, p_keys: list[bytes]) -> list[Question]:
@@ -216,7 +230,7 @@ class RedisStore(BaseStore):
 
     @unavailable
     async def connection(self, client_id: str) -> Connection | None:
-        return self._connection(client_id, await self.redis.hgetall(self.key("conn", client_id)))
+        return self._connection(client_id, await self._call("HGETALL", self.key("conn", client_id)))
 
     @unavailable
     async def connections(self) -> list[Connection]:
@@ -259,7 +273,7 @@ class RedisStore(BaseStore):
     # ------------------------------------------------------------------ coordination
     @unavailable
     async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
-        done = await self.redis.set(self.key("lock", name), owner, nx=True, px=int(ttl * 1000))
+        done = await self._call("SET", self.key("lock", name), owner, "NX", "PX", int(ttl * 1000))
         return bool(done)
 
     @unavailable
@@ -282,28 +296,30 @@ class RedisStore(BaseStore):
 
     @unavailable
     async def release_socket(self, name: str, member: str) -> None:
-        await self.redis.zrem(self.key("sockets", name), member)
+        await self._call("ZREM", self.key("sockets", name), member)
 
     @unavailable
     async def set_value(self, name: str, value: str, ttl: float | None) -> None:
-        px = None if ttl is None else max(1, int(ttl * 1000))
-        await self.redis.set(self.key("val", name), value, px=px)
+        if ttl is None:
+            await self._call("SET", self.key("val", name), value)
+        else:
+            await self._call("SET", self.key("val", name), value, "PX", max(1, int(ttl * 1000)))
 
     @unavailable
     async def get_value(self, name: str) -> str | None:
-        value = await self.redis.get(self.key("val", name))
+        value = await self._call("GET", self.key("val", name))
         return value.decode() if value is not None else None
 
     @unavailable
     async def publish(self, server_id: str, event: dict[str, Any]) -> int:
-        return int(await self.redis.publish(self.key("srv", server_id), json.dumps(event)))
+        return int(await self._call("PUBLISH", self.key("srv", server_id), json.dumps(event)))
 
     async def subscribe(self, server_id: str, callback: SettlementCallback) -> None:
         await self._connections.subscribe(self.key("srv", server_id), callback)
 
     @unavailable
     async def check(self) -> bool:
-        return bool(await self.redis.ping())
+        return bool(await self._call("PING"))
 
     async def close(self) -> None:
         """Stop this loop's listener and close its connections."""
@@ -432,5 +448,5 @@ class RedisStore(BaseStore):
 
     @unavailable
     async def delete_value(self, name: str) -> None:
-        await self.redis.delete(self.key("val", name))
+        await self._call("DEL", self.key("val", name))
 

@@ -1,7 +1,9 @@
-"""Redis connections of the Redis store: one client per event loop, and the settlement listener.
+"""Redis connections of the Redis store, per event loop: the pipelined connection of the hot path,
+a redis-py client for listings and pub/sub, and the settlement listener.
 
-redis-py's asyncio clients belong to the loop that made them; async_to_sync (admin, commands,
-Celery) makes short-lived loops, so each loop gets its own client, closed with the loop.
+Connections belong to the loop that made them; async_to_sync (admin, commands, Celery) makes
+short-lived loops, so each loop gets its own, closed with the loop. This is the one module that
+opens Redis connections for the store.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import redis.asyncio as aioredis
 from chat_ws.exceptions import StoreUnavailable
 from chat_ws.redis_policy import network_errors, reconnect_delay, retry_options
 from chat_ws.store.base import SettlementCallback
+from chat_ws.store.resp import RespConnection, Script
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +45,10 @@ def unavailable(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Corout
 
 
 class LoopState:
-    """The client, registered scripts and settlement listener of one event loop."""
+    """The connections and settlement listener of one event loop."""
 
-    def __init__(self, url: str, pool_size: int) -> None:
+    def __init__(self, url: str, pool_size: int, timeout: float, max_in_flight: int) -> None:
+        self.fast = RespConnection(url, timeout=timeout, max_in_flight=max_in_flight)
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=pool_size,
@@ -53,15 +57,7 @@ class LoopState:
             **retry_options(),
         )
         self.client = aioredis.Redis(connection_pool=pool)
-        self.scripts: dict[str, Any] = {}
         self.listener: asyncio.Task[None] | None = None
-
-    def script(self, source: str) -> Any:
-        """The registered script for a Lua source (EVALSHA with a fallback to EVAL)."""
-        found = self.scripts.get(source)
-        if found is None:
-            found = self.scripts[source] = self.client.register_script(source)
-        return found
 
     async def close(self) -> None:
         """Stop the listener and close the connections."""
@@ -71,6 +67,7 @@ class LoopState:
                 await self.listener
             except (asyncio.CancelledError, Exception):
                 pass
+        await self.fast.close()
         await self.client.aclose()
         await self.client.connection_pool.disconnect()
 
@@ -78,9 +75,11 @@ class LoopState:
 class LoopConnections:
     """A LoopState per running event loop."""
 
-    def __init__(self, url: str, pool_size: int) -> None:
+    def __init__(self, url: str, pool_size: int, timeout: float, max_in_flight: int) -> None:
         self.url = url
         self.pool_size = pool_size
+        self.timeout = timeout
+        self.max_in_flight = max_in_flight
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -90,7 +89,7 @@ class LoopConnections:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            state = self._loops[loop] = LoopState(self.url, self.pool_size)
+            state = self._loops[loop] = LoopState(self.url, self.pool_size, self.timeout, self.max_in_flight)
             self._close_with_loop(loop)
         return state
 

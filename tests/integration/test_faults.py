@@ -3,61 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import websockets
 
-from devtools.processes import free_port, wait_for_port
+from devtools.processes import free_port
 from tests.live import LiveServer
+from tests.redis_util import OwnRedis, own_redis  # noqa: F401 (fixture)
 from tests.wsclient import WsClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
-
-
-class OwnRedis:
-    """A redis-server of the test's own, without persistence, that the test may stop and restart."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="chat_ws_redis_")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.proc, 10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = OwnRedis()
-    server.start()
-    yield server
-    server.cleanup()
 
 
 def test_unreachable_redis_fails_the_system_check(live_db: Any) -> None:
