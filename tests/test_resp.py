@@ -228,3 +228,19 @@ def test_endpoint_parses_urls() -> None:
 
     with pytest.raises(ConfigurationError):
         Endpoint("http://localhost")
+
+
+def test_works_on_uvloop(prefix: str, oracle: Any) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> list[Any]:
+        connection = RespConnection(require_redis())
+        try:
+            replies = await asyncio.gather(*(connection.call("SET", f"{prefix}u{i}", i) for i in range(20)))
+            replies.append(await connection.evalsha(ECHO, ["k"], ["v"]))
+            return replies
+        finally:
+            await connection.close()
+
+    assert uvloop.run(scenario()) == [b"OK"] * 20 + [[b"k", b"v"]]
+    assert oracle.get(f"{prefix}u19") == b"19"

@@ -108,8 +108,7 @@ class _Protocol(asyncio.Protocol):
         self.last_reply = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
 
     def send(self, packed: bytes, call: _Call) -> None:
         if not self.out:
