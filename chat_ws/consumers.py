@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 
 from chat_ws import delivery, metrics, presence, protocol, security
 from chat_ws.codec import EDN, Codec, negotiate
 from chat_ws.conf import get_settings
 from chat_ws.dispatch import Context, dispatch
 from chat_ws.limits import TokenBucket
+from chat_ws.redis_policy import reconnect_delay
 from chat_ws.exceptions import (
     WS_1008_POLICY_VIOLATION,
     WS_1009_MESSAGE_TOO_BIG,
@@ -51,6 +55,63 @@ class ChatConsumer(AsyncWebsocketConsumer):
     registered = False
     is_closed = False
     _early: list[str] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Serve one socket: ASGI events in a direct loop, channel-layer events in their own task.
+
+        Channels' own loop (``await_many_dispatch``) wraps every receive in a new task and an
+        ``asyncio.wait``; this one awaits ``receive()`` itself. The layer is the one named by
+        ``CHAT_WS["CHANNEL_LAYER"]``, the same that delivery sends through.
+        """
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = get_channel_layer(get_settings()["CHANNEL_LAYER"])
+        events: asyncio.Task[None] | None = None
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            events = asyncio.create_task(self._serve_layer_events())
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+        finally:
+            if events is not None:
+                events.cancel()
+                try:
+                    await events
+                except asyncio.CancelledError:
+                    pass
+
+    async def _serve_layer_events(self) -> None:
+        """Events other processes send to this socket's channel, one at a time, in order."""
+        failures = 0
+        while True:
+            try:
+                event = await self.channel_layer.receive(self.channel_name)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = reconnect_delay(failures)
+                failures += 1
+                logger.warning("channel layer receive for %s failed (%s); retrying in %.1fs", self.client_id, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            try:
+                await self.layer_event(event)
+            except Exception:
+                logger.exception("failed to handle a %r event for %s", event.get("type"), self.client_id)
+
+    async def layer_event(self, event: dict[str, Any]) -> None:
+        """Route one channel-layer event (no per-event thread hop: these handlers use no ORM)."""
+        kind = event.get("type")
+        if kind == delivery.DELIVER_EVENT:
+            await self.chat_deliver(event)
+        elif kind == delivery.CLOSE_EVENT:
+            await self.chat_close(event)
+        else:
+            logger.warning("ignored a channel-layer event of unknown type %r for %s", kind, self.client_id)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Route ASGI events; frames skip channels' per-event database cleanup (a thread hop)."""

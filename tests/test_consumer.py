@@ -108,3 +108,39 @@ async def test_site_keyword_fields_reach_the_edn_wire(settings: Any, backend: st
     event = await comm.comm.receive_output(5)
     assert ":conversation-id :process" in event["text"] and ':text "process"' in event["text"]
     await comm.disconnect()
+
+
+async def test_the_socket_listens_on_the_configured_channel_layer(settings: Any) -> None:
+    from channels.layers import get_channel_layer
+
+    from chat_ws import delivery
+    from tests.conftest import chat_ws_settings
+
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+        "chat": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+    }
+    chat_ws_settings(settings, CHANNEL_LAYER="chat")
+    comm = await Comm("layer-alias").connect()
+    layer = get_channel_layer("chat")
+    assert layer is not None
+    message = {"dispatch-key": "iviewr-says", "text": "through the chat layer"}
+    await layer.group_send(delivery.group_name("layer-alias"), {"type": delivery.DELIVER_EVENT, "message": message})
+    assert (await comm.recv())["text"] == "through the chat layer"
+    await comm.disconnect()
+
+
+async def test_a_bad_layer_event_is_logged_and_the_socket_serves_on(backend: str, caplog: Any) -> None:
+    from chat_ws import delivery
+
+    comm = await Comm("layer-bad").connect()
+    group = delivery.group_name("layer-bad")
+    await delivery.layer().group_send(group, {"type": "no.such.event"})
+    await delivery.layer().group_send(group, {"type": delivery.DELIVER_EVENT})  # no message
+    await delivery.layer().group_send(
+        group, {"type": delivery.DELIVER_EVENT, "message": {"dispatch-key": "iviewr-says", "text": "still here"}}
+    )
+    assert (await comm.recv())["text"] == "still here"
+    assert "unknown type 'no.such.event'" in caplog.text
+    assert "failed to handle a 'chat.deliver' event" in caplog.text
+    await comm.disconnect()
