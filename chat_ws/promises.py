@@ -38,7 +38,52 @@ CANCELLED: Outcome = "cancelled"
 TIMEOUT: Outcome = "timeout"
 LOST: Outcome = "lost"
 
-_waiters: dict[str, asyncio.Future[tuple[str, Any]]] = {}
+Settlement = tuple[str, Any]  # (outcome, payload)
+
+
+class Waiter:
+    """One asker in this process: the settlement once it comes, and a future to wake the asker.
+
+    The asker sleeps on ``wakeup`` with one timer for its next check (no ``wait_for``/``shield``
+    per question). A settlement is recorded before the asker is woken, so one that arrives while
+    the asker is busy with a check is found when it looks again.
+    """
+
+    __slots__ = ("loop", "wakeup", "outcome")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.wakeup: asyncio.Future[None] = loop.create_future()
+        self.outcome: Settlement | None = None
+
+    def settle(self, outcome: Settlement) -> None:
+        """Record the settlement (the first one wins) and wake the asker; on the asker's loop."""
+        if self.outcome is None:
+            self.outcome = outcome
+            self._ring()
+
+    def _ring(self) -> None:
+        if not self.wakeup.done():
+            self.wakeup.set_result(None)
+
+    def abort(self) -> None:
+        """Cancel the asker's wait (chat_ws.testing.reset); on the asker's loop."""
+        self.wakeup.cancel()
+
+    async def wait(self, timeout: float) -> Settlement | None:
+        """The settlement, waiting for it at most timeout seconds."""
+        if self.outcome is None:
+            if self.wakeup.done():
+                self.wakeup = self.loop.create_future()
+            timer = self.loop.call_later(timeout, self._ring)
+            try:
+                await self.wakeup
+            finally:
+                timer.cancel()
+        return self.outcome
+
+
+_waiters: dict[str, Waiter] = {}
 _server_id: str | None = None
 
 
@@ -57,9 +102,9 @@ def server_id() -> str:
 def reset() -> None:
     """Forget every asker waiting in this process (chat_ws.testing.reset); their futures are
     cancelled so that nothing waits forever on a question no store holds any more."""
-    for future in _waiters.values():
-        if not future.done() and not future.get_loop().is_closed():
-            future.get_loop().call_soon_threadsafe(future.cancel)
+    for waiter in _waiters.values():
+        if not waiter.loop.is_closed():
+            waiter.loop.call_soon_threadsafe(waiter.abort)
     _waiters.clear()
 
 
@@ -100,16 +145,18 @@ async def _check_lost() -> None:
 
 
 def _wake(p_key: str, outcome: str, payload: Any) -> bool:
-    future = _waiters.get(p_key)
-    if future is None or future.done():
+    waiter = _waiters.get(p_key)
+    if waiter is None or waiter.outcome is not None:
         return False
-    future.get_loop().call_soon_threadsafe(_set_result, future, (outcome, payload))
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is waiter.loop:
+        waiter.settle((outcome, payload))
+    else:  # settled from another thread's loop (async_to_sync): hand it over
+        waiter.loop.call_soon_threadsafe(waiter.settle, (outcome, payload))
     return True
-
-
-def _set_result(future: asyncio.Future[tuple[str, Any]], value: tuple[str, Any]) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 async def settle(question: Question, outcome: Outcome, payload: Any) -> bool:
@@ -181,8 +228,7 @@ async def ask(
         server_id=server_id(),
         extra=dict(meta or {}),
     )
-    future: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
-    _waiters[p_key] = future
+    waiter = _waiters[p_key] = Waiter(asyncio.get_running_loop())
     try:
         max_pending = conf["MAX_PENDING_PER_CLIENT"]
         state, stored = await store.ask_question(question, max_pending=max_pending)
@@ -198,7 +244,7 @@ async def ask(
                 raise
         logger.debug("asked %s of %s in %s", p_key, client_id, conversation)
         metrics.QUESTIONS.labels("asked").inc()
-        outcome, payload = await _await_settlement(future, question, wait, conf["SETTLE_WAIT"])
+        outcome, payload = await _await_settlement(waiter, question, wait, conf["SETTLE_WAIT"])
     except asyncio.CancelledError:
         await _abandon(question)
         raise
@@ -213,34 +259,28 @@ async def _reregister(client_id: str) -> bool:
     return any(result for _, result in results)
 
 
-async def _await_settlement(
-    future: asyncio.Future[tuple[str, Any]], question: Question, wait: float, settle_wait: float
-) -> tuple[str, Any]:
-    loop = asyncio.get_running_loop()
+async def _await_settlement(waiter: Waiter, question: Question, wait: float, settle_wait: float) -> Settlement:
+    loop = waiter.loop
     deadline = loop.time() + wait
     check_every = float(get_settings()["QUESTION_CHECK_INTERVAL"])
     while True:
         remaining = deadline - loop.time()
         if remaining <= 0:
             break
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), min(remaining, check_every))
-        except asyncio.TimeoutError:
-            pass
+        settled = await waiter.wait(min(remaining, check_every))
+        if settled is not None:
+            return settled
         if remaining > check_every and not await _still_pending(question):
-            try:  # settled at this very moment, or lost with the store's data
-                return await asyncio.wait_for(asyncio.shield(future), settle_wait)
-            except asyncio.TimeoutError:
-                return LOST, "the question vanished from the store (was Redis restarted or flushed?)"
+            # settled at this very moment, or lost with the store's data
+            return await waiter.wait(settle_wait) or (
+                LOST, "the question vanished from the store (was Redis restarted or flushed?)"
+            )
     if await get_store().take(question.p_key) is not None:
         reason = f"no answer within {wait:g}s"
         await tell_cleared(question, TIMEOUT, reason)
         return TIMEOUT, reason
     # Someone settled it at the same moment; its notice is on its way.
-    try:
-        return await asyncio.wait_for(future, settle_wait)
-    except asyncio.TimeoutError:
-        return LOST, "the question was settled elsewhere but its outcome never arrived"
+    return await waiter.wait(settle_wait) or (LOST, "the question was settled elsewhere but its outcome never arrived")
 
 
 async def _still_pending(question: Question) -> bool:
