@@ -237,21 +237,21 @@ _EDN_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 _EDN_ESCAPE_RE = re.compile(r'["\\\x00-\x1f\x7f]')
 
 
-def _edn_string(text: str) -> str:
-    def repl(match: re.Match[str]) -> str:
-        ch = match.group(0)
-        return _EDN_ESCAPES.get(ch) or f"\\u{ord(ch):04x}"
+def _edn_escape(match: re.Match[str]) -> str:
+    ch = match.group(0)
+    return _EDN_ESCAPES.get(ch) or f"\\u{ord(ch):04x}"
 
-    return '"' + _EDN_ESCAPE_RE.sub(repl, text) + '"'
+
+def _edn_string(text: str) -> str:
+    if _EDN_ESCAPE_RE.search(text) is None:  # the common case: nothing to escape
+        return '"' + text + '"'
+    return '"' + _EDN_ESCAPE_RE.sub(_edn_escape, text) + '"'
 
 
 def _utc_millis(moment: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS.mmm`` in UTC (a naive datetime is taken as UTC); four-digit years."""
     m = moment.astimezone(timezone.utc) if moment.tzinfo else moment
-    return (
-        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
-        f".{m.microsecond // 1000:03d}"
-    )
+    return m.isoformat(timespec="milliseconds")[:23]  # datetime's C formatter, offset cut off
 
 
 def format_inst(moment: datetime) -> str:
@@ -261,6 +261,19 @@ def format_inst(moment: datetime) -> str:
 
 def _edn_keyword_or_string(text: str) -> str:
     return ":" + text if _KEYWORD_RE.match(text) else _edn_string(text)
+
+
+_MAP_KEYS: dict[str, str] = {}  # map keys as written: a protocol has few, and they repeat
+_MAP_KEYS_MAX = 4096  # past this many distinct keys, new ones are written without caching
+
+
+def _edn_map_key(key: str) -> str:
+    found = _MAP_KEYS.get(key)
+    if found is None:
+        found = _edn_keyword_or_string(key)
+        if len(_MAP_KEYS) < _MAP_KEYS_MAX:
+            _MAP_KEYS[key] = found
+    return found
 
 
 def _to_edn(value: Any, as_keyword: bool, out: list[str], fields: frozenset[str]) -> None:
@@ -292,7 +305,7 @@ def _to_edn(value: Any, as_keyword: bool, out: list[str], fields: frozenset[str]
                 out.append(", ")
             first = False
             if isinstance(k, str):
-                out.append(_edn_keyword_or_string(k))
+                out.append(_edn_map_key(k))
             else:
                 _to_edn(k, False, out, fields)
             out.append(" ")

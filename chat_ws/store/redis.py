@@ -9,6 +9,7 @@ members whose record expired are removed by the sweep and by the scripts that me
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -110,7 +111,7 @@ class RedisStore(BaseStore):
             max_pending,
             question.on_disconnect,
         ]
-        state, rec = await self._run(scripts.ADD_QUESTION, keys, args)
+        state, seq = await self._run(scripts.ADD_QUESTION, keys, args)
         state = state.decode()
         if state == "full":
             raise TooManyPending(
@@ -118,7 +119,11 @@ class RedisStore(BaseStore):
                 p_key=question.p_key,
                 client_id=question.client_id,
             )
-        return state, question_from_json(rec) if rec else None
+        if seq is None:
+            return state, None
+        stored = copy.copy(question)  # the record as stored, without decoding it back
+        stored.seq = int(seq)
+        return state, stored
 
     @unavailable
     async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:

@@ -22,7 +22,7 @@ end
 
 # KEYS: q, cq, cv, idx:q, seq, conn   ARGV: record-json, p_key, expires_at, ttl_ms, max_pending, mode
 # The question is stored only for a known client (mode "fail": only a connected one): returns
-# {state, record} where state is 'open', 'closed' or 'none' (record false when not stored).
+# {state, seq} where state is 'open', 'closed' or 'none' (seq false when not stored).
 ADD_QUESTION = """
 local state = 'open'
 if redis.call('EXISTS', KEYS[6]) == 0 then
@@ -40,7 +40,7 @@ redis.call('ZADD', KEYS[3], seq, ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
 if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
-return {state, rec}
+return {state, seq}
 """
 
 # KEYS: cq   ARGV: prefix, p_key...
