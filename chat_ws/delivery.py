@@ -12,6 +12,7 @@ from chat_ws import protocol
 from chat_ws.conf import setting
 from chat_ws.exceptions import ConfigurationError, InvalidMessage, StoreUnavailable
 from chat_ws.redis_policy import is_unreachable
+from chat_ws.runtime import runtime
 from chat_ws.types import Message
 
 logger = logging.getLogger(__name__)
@@ -21,12 +22,16 @@ CLOSE_EVENT = "chat.close"
 
 
 class Endpoint(Protocol):
-    """What a local consumer offers to delivery."""
+    """What a local socket (a ChatConsumer) offers to delivery and presence."""
 
     client_id: str
     channel_name: str
-    session_closed: bool
-    is_closed: bool
+    scope: dict[str, Any]
+    groups: list[str]  # channel-layer groups it belongs to (channels discards them on disconnect)
+    session_closed: bool  # its ClientSession row was closed already (by a forget)
+    is_closed: bool  # closing or closed: nothing more is sent
+    closed_by_server: bool  # the server closed it (replaced, forgotten): its records are not its own
+    close_reason: str | None  # why it closed, for the session row
 
     async def push(self, message: Message) -> None:
         """Encode and send one message down the socket."""
@@ -35,9 +40,6 @@ class Endpoint(Protocol):
     async def shut(self, code: int, reason: str) -> None:
         """Close the socket with a close code, recording why."""
         ...
-
-
-_local: dict[str, Endpoint] = {}
 
 
 def group_name(client_id: str) -> str:
@@ -49,37 +51,34 @@ def group_name(client_id: str) -> str:
 
 def register(endpoint: Endpoint) -> Endpoint | None:
     """Make endpoint the local socket of its client-id; return the one it displaced."""
-    previous = _local.get(endpoint.client_id)
-    _local[endpoint.client_id] = endpoint
+    local_ = runtime().endpoints
+    previous = local_.get(endpoint.client_id)
+    local_[endpoint.client_id] = endpoint
     return previous if previous is not endpoint else None
 
 
 def unregister(endpoint: Endpoint) -> bool:
     """Forget endpoint if it is still the local socket of its client-id."""
-    if _local.get(endpoint.client_id) is endpoint:
-        del _local[endpoint.client_id]
+    local_ = runtime().endpoints
+    if local_.get(endpoint.client_id) is endpoint:
+        del local_[endpoint.client_id]
         return True
     return False
 
 
 def local(client_id: str) -> Endpoint | None:
     """The socket of client_id in this process, if any."""
-    return _local.get(client_id)
+    return runtime().endpoints.get(client_id)
 
 
 def endpoints() -> list[Endpoint]:
     """The sockets this process serves."""
-    return list(_local.values())
-
-
-def reset() -> None:
-    """Forget every local socket of this process (chat_ws.testing.reset)."""
-    _local.clear()
+    return list(runtime().endpoints.values())
 
 
 def local_count() -> int:
     """How many sockets this process serves."""
-    return len(_local)
+    return len(runtime().endpoints)
 
 
 def layer() -> Any:
@@ -90,7 +89,7 @@ def layer() -> Any:
     return found
 
 
-async def join(endpoint: Any) -> None:
+async def join(endpoint: Endpoint) -> None:
     """Add a socket to its client's group so that any process can reach it."""
     group = group_name(endpoint.client_id)
     try:
@@ -105,7 +104,7 @@ async def join(endpoint: Any) -> None:
 async def deliver(client_id: str, message: Message) -> None:
     """Send message to client_id's socket wherever it is; nothing happens when none is open."""
     protocol.validate(message)  # before anything leaves this process
-    endpoint = _local.get(client_id)
+    endpoint = runtime().endpoints.get(client_id)
     if endpoint is not None:
         await endpoint.push(message)
         return
@@ -121,12 +120,12 @@ async def deliver(client_id: str, message: Message) -> None:
 
 def detach(client_id: str) -> Endpoint | None:
     """Stop delivering to client_id's local socket (it is about to close); return it."""
-    return _local.pop(client_id, None)
+    return runtime().endpoints.pop(client_id, None)
 
 
 async def close(client_id: str, code: int, reason: str, endpoint: Endpoint | None = None) -> None:
     """Close client_id's socket wherever it is (endpoint: the local socket, already detached)."""
-    endpoint = endpoint or _local.pop(client_id, None)
+    endpoint = endpoint or runtime().endpoints.pop(client_id, None)
     if endpoint is not None:
         await endpoint.shut(code, reason)
         return
@@ -137,7 +136,7 @@ async def close(client_id: str, code: int, reason: str, endpoint: Endpoint | Non
 
 async def close_channel(channel_name: str, code: int, reason: str) -> None:
     """Close the socket served by one channel name (an older connection of a client-id)."""
-    for endpoint in list(_local.values()):
+    for endpoint in list(runtime().endpoints.values()):
         if endpoint.channel_name == channel_name:
             await endpoint.shut(code, reason)
             return

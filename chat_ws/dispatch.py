@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 
 from chat_ws import delivery, protocol
 from chat_ws.exceptions import MalformedMessage, StoreUnavailable
+from chat_ws.runtime import runtime
 from chat_ws.types import Message
 
 logger = logging.getLogger(__name__)
@@ -48,8 +49,7 @@ class Handler:
     inline: bool
 
 
-_registry: dict[str, Handler] = {}
-_tasks: set[asyncio.Task[None]] = set()
+_registry: dict[str, Handler] = {}  # configuration (made by @handler at import), not process state
 
 
 def handler(
@@ -100,9 +100,10 @@ async def dispatch(ctx: Context, key: str, message: Message) -> None:
     if found.inline:
         await _invoke(found, ctx, message)
         return
+    tasks = runtime().handler_tasks
     task = asyncio.create_task(_invoke(found, ctx, message), name=f"chat_ws:{key}")
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 async def _invoke(found: Handler, ctx: Context, message: Message) -> None:
@@ -140,14 +141,6 @@ async def _safe_reply(ctx: Context, message: Message) -> None:
         logger.warning("could not send an error reply to %s", ctx.client_id, exc_info=True)
 
 
-def reset() -> None:
-    """Cancel the handler tasks still running in this process (chat_ws.testing.reset)."""
-    for task in list(_tasks):
-        if not task.get_loop().is_closed():
-            task.get_loop().call_soon_threadsafe(task.cancel)
-    _tasks.clear()
-
-
 def running_tasks() -> int:
     """How many handler tasks run in this process."""
-    return len(_tasks)
+    return len(runtime().handler_tasks)

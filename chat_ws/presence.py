@@ -10,15 +10,12 @@ from typing import Any
 from chat_ws import delivery, promises, security, sessions, signals
 from chat_ws.conf import get_settings
 from chat_ws.exceptions import WS_4001_REPLACED, WS_4002_FORGOTTEN
+from chat_ws.runtime import runtime
 from chat_ws.store import get_store
 
 logger = logging.getLogger(__name__)
 
 GRACE_EXPIRED = "grace-expired"  # reason: did not reconnect within RECONNECT_GRACE
-
-_grace_timers: dict[str, asyncio.TimerHandle] = {}
-_background: set[asyncio.Task[Any]] = set()
-
 
 async def connected(endpoint: Any) -> None:
     """Register a new socket for its client-id, replacing any older one, and re-send questions."""
@@ -66,20 +63,21 @@ def _start_grace(client_id: str, closed_at: float) -> None:
     grace = float(get_settings()["RECONNECT_GRACE"])
     loop = asyncio.get_running_loop()
     _cancel_grace(client_id)
-    _grace_timers[client_id] = loop.call_later(grace, _grace_expired, client_id, closed_at)
+    runtime().grace_timers[client_id] = loop.call_later(grace, _grace_expired, client_id, closed_at)
 
 
 def _cancel_grace(client_id: str) -> None:
-    timer = _grace_timers.pop(client_id, None)
+    timer = runtime().grace_timers.pop(client_id, None)
     if timer is not None:
         timer.cancel()
 
 
 def _grace_expired(client_id: str, closed_at: float) -> None:
-    _grace_timers.pop(client_id, None)
+    state = runtime()
+    state.grace_timers.pop(client_id, None)
     task = asyncio.get_running_loop().create_task(_forget_if_still_gone(client_id, closed_at))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    state.background.add(task)
+    task.add_done_callback(state.background.discard)
 
 
 async def _forget_if_still_gone(client_id: str, closed_at: float) -> None:
@@ -113,7 +111,7 @@ async def _restore(endpoint: Any, now: float) -> bool:
     return True
 
 
-async def restore_local(**kwargs: Any) -> int:
+async def restore_local() -> int:
     """Register again every socket of this process whose presence record is missing."""
     restored = 0
     now = time.time()
@@ -122,8 +120,6 @@ async def restore_local(**kwargs: Any) -> int:
             restored += 1
     return restored
 
-
-signals.store_recovered.connect(restore_local, dispatch_uid="chat_ws.presence.restore_local")
 
 
 async def forget(client_id: str, reason: str) -> int:
@@ -173,13 +169,6 @@ async def _forget(client_id: str, reason: str, *, after_eviction: bool) -> int |
     return len(questions)
 
 
-def reset() -> None:
-    """Cancel every reconnect-grace timer of this process (chat_ws.testing.reset)."""
-    for timer in _grace_timers.values():
-        timer.cancel()
-    _grace_timers.clear()
-
-
 def pending_grace_timers() -> int:
     """How many reconnect-grace timers run in this process."""
-    return len(_grace_timers)
+    return len(runtime().grace_timers)

@@ -17,6 +17,7 @@ from typing import Any
 from chat_ws import delivery, metrics, protocol, signals
 from chat_ws.codec import JSON, Keyword
 from chat_ws.conf import get_settings
+from chat_ws.runtime import runtime
 from chat_ws.exceptions import (
     AnswerTimeout,
     ClientGone,
@@ -83,29 +84,9 @@ class Waiter:
         return self.outcome
 
 
-_waiters: dict[str, Waiter] = {}
-_server_id: str | None = None
-
-
 def server_id() -> str:
     """This process's name in presence records and settlement notices."""
-    global _server_id
-    if _server_id is None:
-        import os
-        import socket
-
-        configured = get_settings()["SERVER_ID"]
-        _server_id = configured or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-    return _server_id
-
-
-def reset() -> None:
-    """Forget every asker waiting in this process (chat_ws.testing.reset); their futures are
-    cancelled so that nothing waits forever on a question no store holds any more."""
-    for waiter in _waiters.values():
-        if not waiter.loop.is_closed():
-            waiter.loop.call_soon_threadsafe(waiter.abort)
-    _waiters.clear()
+    return runtime().server_id
 
 
 def new_p_key() -> str:
@@ -115,7 +96,7 @@ def new_p_key() -> str:
 
 def waiting_here() -> int:
     """How many askers wait in this process."""
-    return len(_waiters)
+    return len(runtime().waiters)
 
 
 async def _listen(store: BaseStore) -> None:
@@ -125,7 +106,7 @@ async def _listen(store: BaseStore) -> None:
 async def _on_notice(event: dict[str, Any]) -> None:
     """A settlement notice from another process, or a re-subscription after a Redis outage."""
     if event.get("event") == "resubscribed":
-        await signals.store_recovered.asend(sender=BaseStore)
+        await _recovered()
         await _check_lost()
         return
     payload = event.get("payload")
@@ -139,13 +120,13 @@ async def _on_notice(event: dict[str, Any]) -> None:
 async def _check_lost() -> None:
     """Fail askers whose question vanished from the store while it was unreachable."""
     store = get_store()
-    for p_key in list(_waiters):
+    for p_key in list(runtime().waiters):
         if await store.get_question(p_key) is None:
             _wake(p_key, LOST, "the question was lost while the store was unreachable")
 
 
 def _wake(p_key: str, outcome: str, payload: Any) -> bool:
-    waiter = _waiters.get(p_key)
+    waiter = runtime().waiters.get(p_key)
     if waiter is None or waiter.outcome is not None:
         return False
     try:
@@ -228,11 +209,12 @@ async def ask(
         server_id=server_id(),
         extra=dict(meta or {}),
     )
-    waiter = _waiters[p_key] = Waiter(asyncio.get_running_loop())
+    waiters = runtime().waiters
+    waiter = waiters[p_key] = Waiter(asyncio.get_running_loop())
     try:
         max_pending = conf["MAX_PENDING_PER_CLIENT"]
         state, stored = await store.ask_question(question, max_pending=max_pending)
-        if state == "none" and delivery.local(client_id) is not None and await _reregister(client_id):
+        if state == "none" and delivery.local(client_id) is not None and await _recovered():
             state, stored = await store.ask_question(question, max_pending=max_pending)
         if stored is None:
             raise ClientGone(f"client {client_id} is not connected", p_key=p_key, client_id=client_id)
@@ -249,14 +231,18 @@ async def ask(
         await _abandon(question)
         raise
     finally:
-        _waiters.pop(p_key, None)
+        waiters.pop(p_key, None)
     return _result(question, outcome, payload)
 
 
-async def _reregister(client_id: str) -> bool:
-    """The socket is here but its record vanished (store outage): let presence restore it."""
-    results = await signals.store_recovered.asend(sender=BaseStore)
-    return any(result for _, result in results)
+async def _recovered() -> int:
+    """The store lost this process's records (an outage, a restart without persistence): register
+    the local sockets again, then tell receivers of ``store_recovered``. Returns how many."""
+    from chat_ws import presence  # presence imports this module
+
+    restored = await presence.restore_local()
+    await signals.store_recovered.asend(sender=BaseStore, restored=restored)
+    return restored
 
 
 async def _await_settlement(waiter: Waiter, question: Question, wait: float, settle_wait: float) -> Settlement:

@@ -14,7 +14,7 @@ from typing import Any
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
-from chat_ws import delivery, dispatch, presence, promises
+from chat_ws.runtime import reset_runtime
 from chat_ws.codec import EDN, JSON, JSON_SUBPROTOCOL, Codec
 from chat_ws.store import reset_store
 from chat_ws.types import Message
@@ -95,8 +95,5 @@ class ChatCommunicator(WebsocketCommunicator):
 def reset() -> None:
     """Forget this process's chat_ws state: local sockets, waiting askers, reconnect timers,
     handler tasks and the store (the next use builds it again from the settings)."""
-    presence.reset()
-    delivery.reset()
-    promises.reset()
-    dispatch.reset()
+    reset_runtime()
     reset_store()

@@ -275,7 +275,7 @@ class RespConnection:
         except (OSError, asyncio.TimeoutError, StoreUnavailable, ReplyError) as exc:
             if proto is not None and proto.transport is not None:
                 proto.transport.abort()
-            what = "refused the connection" if isinstance(exc, ReplyError) else "cannot be reached"
+            what = "refused the connection" if isinstance(exc, ReplyError) else "is unreachable"
             raise StoreUnavailable(f"Redis at {self._where()} {what}: {exc or 'timed out'}") from exc
         self.connects += 1
         if self.connects > 1:

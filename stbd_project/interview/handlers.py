@@ -42,9 +42,15 @@ async def start_conversation(ctx: Context, message: Message) -> Message | None:
     return None
 
 
-@handler("resume-conversation")
+@handler("resume-conversation", inline=True)
 async def resume_conversation(ctx: Context, message: Message) -> None:
-    """Continue an interview after a reconnect."""
+    """Continue an interview after a reconnect.
+
+    Inline: the socket's later frames (an answer to the re-sent question) wait until resume has
+    seen the state they change. As a task, a fast answer could resolve the held question first;
+    resume then found nothing pending and asked that question again while the orphaned answer
+    was dropped.
+    """
     try:
         conversation = _conversation(message)
     except ValueError:
