@@ -251,7 +251,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self._early is not None:
             self._early.append(text)
         else:
-            await self.send(text_data=text)
+            await self.base_send({"type": "websocket.send", "text": text})  # = self.send(text_data=text)
         metrics.MESSAGES_OUT.labels(metrics.key_label(stamped["dispatch-key"])).inc()
 
     async def shut(self, code: int, reason: str) -> None:

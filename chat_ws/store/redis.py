@@ -9,7 +9,6 @@ members whose record expired are removed by the sweep and by the scripts that me
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import logging
@@ -69,8 +68,13 @@ class RedisStore(BaseStore):
         """The Redis client of the running event loop (typed Any: redis-py's replies are unions)."""
         return self._state().client
 
-    async def _run(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        return await self._state().fast.evalsha(_script(source), keys, args)
+    def _run(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """One script call on the pipelined connection (an awaitable of its reply).
+
+        Calls on that connection raise StoreUnavailable themselves; only methods that use
+        redis-py (``self.redis``) need ``@unavailable``.
+        """
+        return self._state().fast.evalsha(_script(source), keys, args)
 
     def _call(self, *args: Any) -> Any:
         """One plain command on the pipelined connection (an awaitable of its reply)."""
@@ -93,7 +97,6 @@ class RedisStore(BaseStore):
         return [question_from_json(r) for r in records or []]
 
     # ------------------------------------------------------------------ questions
-    @unavailable
     async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
         keys = [
             self.key("q", question.p_key),
@@ -121,30 +124,25 @@ class RedisStore(BaseStore):
             )
         if seq is None:
             return state, None
-        stored = copy.copy(question)  # the record as stored, without decoding it back
-        stored.seq = int(seq)
-        return state, stored
+        question.seq = int(seq)  # the record as stored, without decoding it back
+        return state, question
 
-    @unavailable
     async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
         if not p_keys:
             return None
         rec = await self._run(scripts.RESOLVE, [self.key("cq", client_id)], [self.prefix, *p_keys])
         return question_from_json(rec) if rec else None
 
-    @unavailable
     async def take(self, p_key: str) -> Question | None:
         rec = await self._run(scripts.TAKE, [], [self.prefix, p_key])
         return question_from_json(rec) if rec else None
 
-    @unavailable
     async def take_client(self, client_id: str, *, only_fail_fast: bool = False) -> list[Question]:
         records = await self._run(
             scripts.TAKE_CLIENT, [self.key("cq", client_id)], [self.prefix, int(only_fail_fast)]
         )
         return self._questions(records)
 
-    @unavailable
     async def get_question(self, p_key: str) -> Question | None:
         rec = await self._call("GET", self.key("q", p_key))
         return question_from_json(rec) if rec else None
@@ -172,7 +170,6 @@ class RedisStore(BaseStore):
         found = await self._load(members)
         return [q for q in found if conversation is None or q.conversation == conversation]
 
-    @unavailable
     async def expired_questions(self, now: float, limit: int = 1000) -> list[Question]:
         records = await self._run(
             scripts.EXPIRED, [self.key("idx", "q")], [self.prefix, repr(now), limit]
@@ -200,7 +197,6 @@ class RedisStore(BaseStore):
             alive_sent_at=float(f["alive_sent_at"]) if "alive_sent_at" in f else None,
         )
 
-    @unavailable
     async def open_connection(
         self, client_id: str, server_id: str, channel_name: str, now: float
     ) -> Connection | None:
@@ -211,7 +207,6 @@ class RedisStore(BaseStore):
         )
         return self._connection(client_id, prev)
 
-    @unavailable
     async def close_connection(self, client_id: str, channel_name: str, now: float) -> bool:
         done = await self._run(
             scripts.CLOSE,
@@ -220,7 +215,6 @@ class RedisStore(BaseStore):
         )
         return bool(done)
 
-    @unavailable
     async def touch(self, client_id: str, now: float) -> bool:
         done = await self._run(
             scripts.TOUCH,
@@ -229,11 +223,9 @@ class RedisStore(BaseStore):
         )
         return bool(done)
 
-    @unavailable
     async def mark_alive_sent(self, client_id: str, now: float) -> None:
         await self._run(scripts.MARK_ALIVE_SENT, [self.key("conn", client_id)], [repr(now)])
 
-    @unavailable
     async def connection(self, client_id: str) -> Connection | None:
         return self._connection(client_id, await self._call("HGETALL", self.key("conn", client_id)))
 
@@ -264,7 +256,6 @@ class RedisStore(BaseStore):
         )
         return [i.decode() for i in ids]
 
-    @unavailable
     async def forget_client(
         self, client_id: str, claims: Sequence[str] = (), *, only_if_absent: bool = False
     ) -> list[Question] | None:
@@ -276,21 +267,17 @@ class RedisStore(BaseStore):
         return None if records is None else self._questions(records)
 
     # ------------------------------------------------------------------ coordination
-    @unavailable
     async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
         done = await self._call("SET", self.key("lock", name), owner, "NX", "PX", int(ttl * 1000))
         return bool(done)
 
-    @unavailable
     async def release_lock(self, name: str, owner: str) -> None:
         await self._run(scripts.RELEASE_LOCK, [self.key("lock", name)], [owner])
 
-    @unavailable
     async def claim(self, name: str, owner: str, ttl: float) -> str:
         holder = await self._run(scripts.CLAIM, [self.key("claim", name)], [owner, int(ttl * 1000)])
         return holder.decode() if isinstance(holder, bytes) else str(holder)
 
-    @unavailable
     async def admit_socket(self, name: str, member: str, *, limit: int, now: float, max_age: float) -> bool:
         done = await self._run(
             scripts.ADMIT_SOCKET,
@@ -299,30 +286,25 @@ class RedisStore(BaseStore):
         )
         return bool(done)
 
-    @unavailable
     async def release_socket(self, name: str, member: str) -> None:
         await self._call("ZREM", self.key("sockets", name), member)
 
-    @unavailable
     async def set_value(self, name: str, value: str, ttl: float | None) -> None:
         if ttl is None:
             await self._call("SET", self.key("val", name), value)
         else:
             await self._call("SET", self.key("val", name), value, "PX", max(1, int(ttl * 1000)))
 
-    @unavailable
     async def get_value(self, name: str) -> str | None:
         value = await self._call("GET", self.key("val", name))
         return value.decode() if value is not None else None
 
-    @unavailable
     async def publish(self, server_id: str, event: dict[str, Any]) -> int:
         return int(await self._call("PUBLISH", self.key("srv", server_id), json.dumps(event)))
 
     async def subscribe(self, server_id: str, callback: SettlementCallback) -> None:
         await self._connections.subscribe(self.key("srv", server_id), callback)
 
-    @unavailable
     async def check(self) -> bool:
         return bool(await self._call("PING"))
 
@@ -348,7 +330,6 @@ class RedisStore(BaseStore):
         found = (self._connection(cid, row) for cid, row in zip(client_ids, rows))
         return [c for c in found if c is not None]
 
-    @unavailable
     async def evict(
         self, client_id: str, *, alive_sent_at: float | None = None, closed_at: float | None = None
     ) -> bool:
@@ -378,7 +359,6 @@ class RedisStore(BaseStore):
     async def count_expired(self, now: float) -> int:
         return int(await self.redis.zcount(self.key("idx", "q"), "-inf", repr(now)))
 
-    @unavailable
     async def orphaned_clients(self, limit: int = 1000) -> list[str]:
         found: list[str] = []
         start = 0
@@ -397,7 +377,6 @@ class RedisStore(BaseStore):
             start += self.SCAN_PAGE
         return found[:limit]
 
-    @unavailable
     async def take_orphaned(self, client_id: str) -> list[Question]:
         records = await self._run(
             scripts.TAKE_ORPHANED,
@@ -406,7 +385,6 @@ class RedisStore(BaseStore):
         )
         return self._questions(records)
 
-    @unavailable
     async def prune_indexes(self, *, remove: bool = True) -> int:
         total = 0
         for index, kind in (("seen", "conn"), ("closed", "conn"), ("q", "q")):
@@ -451,7 +429,6 @@ class RedisStore(BaseStore):
             oldest_asked_at=oldest,
         )
 
-    @unavailable
     async def delete_value(self, name: str) -> None:
         await self._call("DEL", self.key("val", name))
 
