@@ -15,16 +15,19 @@ $(VENV)/.installed: requirements.txt requirements/runtime.txt
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-# daphne serving the demo on HOST:PORT; the URL is printed once it listens (REDIS_URL etc. from the env).
+# The demo on HOST:PORT; the URL is printed once it listens (REDIS_URL etc. from the env).
 SERVE := $(BIN)/python devtools/serve.py --host $(HOST) --port $(PORT)
 
+# The development demo: daphne, DEBUG on unless DJANGO_DEBUG says otherwise.
 run: install
 	$(BIN)/python manage.py migrate --noinput
-	$(SERVE)
+	$(SERVE) --server daphne
 
-# The same server for a checkout already installed and migrated.
-serve:
-	$(SERVE)
+# The demo as it runs in production: uvicorn (uvloop, httptools), DJANGO_DEBUG=0; HOST, PORT and
+# REDIS_URL from the environment.
+serve: install
+	$(BIN)/python manage.py migrate --noinput
+	DJANGO_DEBUG=0 $(SERVE) --server uvicorn
 
 test: install
 	$(BIN)/mypy

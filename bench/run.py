@@ -28,12 +28,13 @@ REFERENCE = "python-socketio (uvicorn)"
 # key: (table name, server kind, codec); servers of the same kind are shared between codecs.
 TARGETS = {
     "daphne-edn": ("chat_ws EDN (daphne)", "daphne", "edn"),
-    "uvicorn-edn": ("chat_ws EDN (uvicorn)", "uvicorn", "edn"),
+    "uvicorn-edn": ("chat_ws EDN (uvicorn, make serve)", "uvicorn", "edn"),
     "granian-edn": ("chat_ws EDN (granian)", "granian", "edn"),
+    "uvicorn-sansio-edn": ("chat_ws EDN (uvicorn, websockets-sansio)", "uvicorn-sansio", "edn"),
     "daphne-json": ("chat_ws JSON (daphne)", "daphne", "json"),
     "socketio-redis": ("python-socketio + Redis (uvicorn)", "socketio-redis", ""),
 }
-DEFAULT_TARGETS = ["daphne-edn", "uvicorn-edn", "granian-edn", "daphne-json", "socketio-redis"]
+DEFAULT_TARGETS = ["daphne-edn", "uvicorn-edn", "daphne-json", "socketio-redis"]
 ROUND_TRIPS = {1: 3000, 50: 6000, 500: 10000}  # round trips per measurement at each concurrency
 OPEN_CONCURRENCY = 100  # handshakes in flight while setting up (not while measuring connects)
 
@@ -97,7 +98,7 @@ class Bench:
         if self.args.baseline:
             rev = self.args.baseline
             server = self.lab.start("baseline", "uvicorn", cwd=self.lab.worktree(rev))
-            name = f"chat_ws EDN (uvicorn) at {rev}"
+            name = f"chat_ws EDN (uvicorn, make serve) at {rev}"
             self.targets[name] = (Target("baseline-edn", "chat", f"ws://127.0.0.1:{server.port}/ws"), server)
             self.notes.append(f"'{name}' is the demo at revision {rev}, served from a worktree in the same run")
         socketio = self.lab.start("socketio", "socketio")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.processes import free_port, rss_kib, stop, wait_for_port
+from devtools.serve import SERVERS, server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -127,8 +128,10 @@ class Lab:
         port = free_port()
         bin_dir = Path(sys.executable).parent
         env = dict(self.env)
-        if kind == "daphne":
-            argv = [str(bin_dir / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "stbd_project.asgi:application"]
+        if kind in SERVERS:  # chat_ws's demo as make run / make serve start it
+            argv = server_command(kind, "127.0.0.1", port)
+        elif kind == "uvicorn-sansio":  # uvicorn's other websocket implementation, for comparison
+            argv = [a if a != "websockets" else "websockets-sansio" for a in server_command("uvicorn", "127.0.0.1", port)]
         elif kind == "granian":
             argv = [
                 str(bin_dir / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
@@ -136,9 +139,8 @@ class Lab:
                 "stbd_project.asgi:application",
             ]
         else:
-            app = "stbd_project.asgi:application" if kind == "uvicorn" else "bench.socketio_server:app"
             argv = [
-                str(bin_dir / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port),
+                str(bin_dir / "uvicorn"), "bench.socketio_server:app", "--host", "127.0.0.1", "--port", str(port),
                 "--log-level", "warning", "--no-access-log",
             ]
             if kind == "socketio-redis":

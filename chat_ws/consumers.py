@@ -54,6 +54,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     closed_by_server = False
     registered = False
     is_closed = False
+    refused = False  # the handshake was refused: the consumer ends without waiting for a disconnect
     _early: list[str] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -71,7 +72,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.channel_name = await self.channel_layer.new_channel()
             events = asyncio.create_task(self._serve_layer_events())
         try:
-            while True:
+            while not self.refused:
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
@@ -126,7 +127,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         client_id = query_param(self.scope, "client-id")
         if not protocol.valid_client_id(client_id):
             logger.info("refused a websocket without a valid client-id")
-            await self.close()
+            await self._refuse()
             return
         assert client_id is not None
         self.client_id = client_id
@@ -141,21 +142,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.sent_questions: set[str] = set()
         self._early: list[str] | None = []  # frames pushed before the handshake completes
         try:
-            refused = await security.admit(self.scope, client_id, self.channel_name)
-            if refused is not None:
+            refusal = await security.admit(self.scope, client_id, self.channel_name)
+            if refusal is not None:
                 await self.accept(subprotocol)  # accept first so that the browser sees the code
-                await self.shut(refused, "refused")
+                await self.shut(refusal, "refused")
                 return
             await presence.connected(self)
         except StoreUnavailable as exc:
             logger.warning("refusing %s: %s", client_id, exc)
             delivery.unregister(self)
-            await self.close()
+            await self._refuse()
             return
         except Exception:
             logger.exception("could not register client %s; refusing the handshake", client_id)
             delivery.unregister(self)
-            await self.close()
+            await self._refuse()
             return
         self.registered = True
         metrics.OPEN_CONNECTIONS.inc()
@@ -163,6 +164,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         early, self._early = self._early, None
         for text in early or ():
             await self.send(text_data=text)
+
+    async def _refuse(self) -> None:
+        """Refuse the handshake (HTTP 403) and end this consumer: some servers (uvicorn) send no
+        websocket.disconnect after a refused handshake, and nothing was registered to clean up."""
+        self.refused = True
+        await self.close()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Decode one frame and route it; bad input gets an error reply, never a crash."""

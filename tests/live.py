@@ -1,4 +1,9 @@
-"""Real servers for integration tests: daphne processes on free ports, talked to over TCP."""
+"""Real servers for integration tests: demo-site processes on free ports, talked to over TCP.
+
+The server (daphne or uvicorn) comes from ``CHAT_WS_TEST_SERVER`` (default daphne); the
+integration tests run under each (tests/integration/conftest.py), started as ``make run`` and
+``make serve`` start them (devtools.serve.server_command).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from devtools.processes import free_port, stop, wait_for_port
+from devtools.serve import server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0  # seconds a server may take to accept connections
+GRACEFUL_SHUTDOWN = 1.0  # seconds uvicorn waits for a test's lingering connections when stopped
 
 
 class Database:
@@ -49,19 +56,25 @@ def base_env(db_path: Path, redis_url: str | None, prefix: str, **extra: str) ->
     return env
 
 
+def server_kind() -> str:
+    """The ASGI server integration tests start (CHAT_WS_TEST_SERVER, default daphne)."""
+    return os.environ.get("CHAT_WS_TEST_SERVER", "daphne")
+
+
 class LiveServer:
-    """One daphne process serving the demo site."""
+    """One server process serving the demo site."""
 
     def __init__(
         self, db: Database, *, redis_url: str | None, prefix: str, port: int | None = None, **env: str
     ) -> None:
+        self.server = server_kind()
         self.db = db
         self.redis_url = redis_url
         self.prefix = prefix
         self.port = port or free_port()
         self.env = base_env(db.path, redis_url, prefix, **env)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = db.dir / f"daphne-{self.port}.log"
+        self.log_path = db.dir / f"{self.server}-{self.port}.log"
 
     @property
     def ws_url(self) -> str:
@@ -74,7 +87,7 @@ class LiveServer:
     def start(self) -> LiveServer:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "stbd_project.asgi:application"],
+            server_command(self.server, "127.0.0.1", self.port, graceful_shutdown=GRACEFUL_SHUTDOWN),
             cwd=ROOT,
             env=self.env,
             stdout=log,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -18,6 +19,9 @@ async def test_invalid_client_id_is_refused(query: str, backend: str) -> None:
     comm = WebsocketCommunicator(application(), "/ws" + query)
     connected, _ = await comm.connect(timeout=5)
     assert not connected
+    # the consumer ends by itself: uvicorn sends no websocket.disconnect after a refused handshake
+    finished, _ = await asyncio.wait({comm.future}, timeout=5)
+    assert finished, "the consumer still waits after refusing the handshake"
 
 
 async def test_128_character_client_id_is_accepted(backend: str) -> None:

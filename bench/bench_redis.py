@@ -1,0 +1,112 @@
+"""CPU per Lua script call (EVALSHA): redis-py's asyncio client against chat_ws's pipelined connection.
+
+``.venv/bin/python bench/bench_redis.py [--calls 20000] [--clients 50] [--rounds 3]`` from the
+checkout. Uses database 14 of the Redis at ``--redis`` and keys under ``bench-redis:``, deleted
+at the end. Each round runs both clients in turn (order alternating) on uvloop with C concurrent
+callers and prints calls/s, this process's CPU per call and the Redis server's CPU per call; the
+last lines are medians over rounds. This is the measurement behind chat_ws/store/resp.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SCRIPT = "redis.call('SET', KEYS[1], ARGV[1], 'PX', 60000); return redis.call('GET', KEYS[1])"
+PREFIX = "bench-redis:"
+
+
+def cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def redis_cpu(url: str) -> float:
+    """The Redis server's CPU seconds (INFO cpu), whatever else uses it."""
+    import redis
+
+    info: Any = redis.Redis.from_url(url).info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+async def run_redis_py(url: str, calls: int, clients: int) -> tuple[float, float]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url, max_connections=clients * 2)
+    script = client.register_script(SCRIPT)
+    await script(keys=[PREFIX + "warm"], args=["v"])
+
+    async def caller(i: int) -> None:
+        for _ in range(calls // clients):
+            await script(keys=[f"{PREFIX}{i}"], args=["v" * 200])
+
+    began, used = time.perf_counter(), cpu()
+    await asyncio.gather(*(caller(i) for i in range(clients)))
+    result = time.perf_counter() - began, cpu() - used
+    await client.aclose()
+    return result
+
+
+async def run_chat_ws(url: str, calls: int, clients: int) -> tuple[float, float]:
+    from chat_ws.store.resp import RespConnection, Script
+
+    connection = RespConnection(url)
+    script = Script(SCRIPT)
+    await connection.evalsha(script, [PREFIX + "warm"], ["v"])
+
+    async def caller(i: int) -> None:
+        for _ in range(calls // clients):
+            await connection.evalsha(script, [f"{PREFIX}{i}"], ["v" * 200])
+
+    began, used = time.perf_counter(), cpu()
+    await asyncio.gather(*(caller(i) for i in range(clients)))
+    result = time.perf_counter() - began, cpu() - used
+    await connection.close()
+    return result
+
+
+CLIENTS = {"redis-py (asyncio, hiredis)": run_redis_py, "chat_ws.store.resp": run_chat_ws}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvloop
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/14")
+    p.add_argument("--calls", type=int, default=20000)
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args(argv)
+    rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in CLIENTS}
+    for r in range(args.rounds):
+        names = list(CLIENTS) if r % 2 == 0 else list(CLIENTS)[::-1]
+        for name in names:
+            before = redis_cpu(args.redis)
+            wall, used = uvloop.run(CLIENTS[name](args.redis, args.calls, args.clients))
+            server = redis_cpu(args.redis) - before
+            rows[name].append((args.calls / wall, used / args.calls * 1e6, server / args.calls * 1e6))
+            print(f"round {r + 1} {name:<28} {rows[name][-1][0]:8.0f} calls/s  client {rows[name][-1][1]:5.1f} µs/call"
+                  f"  Redis {rows[name][-1][2]:5.1f} µs/call", flush=True)
+    print(f"\nmedians, C={args.clients}, {args.calls} calls per round, {args.rounds} rounds:")
+    for name, values in rows.items():
+        rate, client, server = (statistics.median(v[i] for v in values) for i in range(3))
+        print(f"{name:<28} {rate:8.0f} calls/s  client {client:5.1f} µs/call  Redis {server:5.1f} µs/call")
+    import redis
+
+    cleanup: Any = redis.Redis.from_url(args.redis)
+    keys = list(cleanup.scan_iter(match=PREFIX + "*"))
+    if keys:
+        cleanup.delete(*keys)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
