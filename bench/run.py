@@ -59,6 +59,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(DEFAULT_TARGETS),
         help=f"comma-separated target keys, of: {', '.join(TARGETS)} (the reference always runs)",
     )
+    p.add_argument("--keep-logs", action="store_true", help="copy the servers' logs to OUT/logs/")
     p.add_argument(
         "--baseline",
         metavar="REV",
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.gen.stop()
         bench.lab.stop()
-        bench.lab.cleanup()
+        bench.lab.cleanup(args.out / "logs" if args.keep_logs else None)
     data = bench.finish()
     data["seconds"] = round(time.monotonic() - began, 1)
     print(write_results(data, args.out))

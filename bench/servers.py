@@ -162,8 +162,13 @@ class Lab:
         for server in self.servers.values():
             server.stop()
 
-    def cleanup(self) -> int:
-        """Delete this run's Redis keys (its prefix only) and the temporary directory."""
+    def cleanup(self, keep_logs: Path | None = None) -> int:
+        """Delete this run's Redis keys (its prefix only) and the temporary directory (its server
+        logs copied to keep_logs first, when given)."""
+        if keep_logs is not None:
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in self.dir.glob("*.log"):
+                shutil.copy(log, keep_logs / log.name)
         import redis
 
         client: Any = redis.Redis.from_url(self.redis_url)

@@ -115,11 +115,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.warning("ignored a channel-layer event of unknown type %r for %s", kind, self.client_id)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Route ASGI events; frames skip channels' per-event database cleanup (a thread hop)."""
-        if message["type"] == "websocket.receive":
+        """Route ASGI events without channels' per-event database cleanup (a thread hop each):
+        chat_ws reaches the ORM only through database_sync_to_async, which cleans up itself."""
+        kind = message["type"]
+        if kind == "websocket.receive":
             await self.websocket_receive(message)
+        elif kind == "websocket.connect":
+            await self.websocket_connect(message)
+        elif kind == "websocket.disconnect":
+            await self.websocket_disconnect(message)
         else:
             await super().dispatch(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Leave the client's group, hand the closed socket to presence, end the consumer.
+
+        As channels' own, without its database-cleanup hop, and an unreachable layer does not
+        stop presence from recording the disconnect.
+        """
+        for group in self.groups or ():
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception as exc:  # the group membership expires with the layer's group_expiry
+                logger.warning("could not leave group %s for %s: %s", group, self.client_id, exc)
+        await self.disconnect(int(message.get("code", 1005)))
+        raise StopConsumer()
 
     async def connect(self) -> None:
         """Validate the client-id, pick the codec, register the connection."""

@@ -14,6 +14,7 @@ from chat_ws.redis_policy import is_unreachable, reconnect_delay, retry_options
 logger = logging.getLogger(__name__)
 
 POOL_SIZE = 1000  # connections per host and event loop (redis-py's default of 100 breaks at 500 clients)
+POOL_TIMEOUT = 10.0  # seconds a command waits for a free pooled connection before it fails
 
 
 def resilient_hosts(hosts: Any) -> list[dict[str, Any]]:
@@ -39,6 +40,16 @@ class RedisChannelLayer(_RedisChannelLayer):
 
     def __init__(self, hosts: Any = None, **kwargs: Any) -> None:
         super().__init__(hosts=resilient_hosts(hosts), **kwargs)
+
+    def create_pool(self, index: int) -> Any:
+        """A pool that makes a command wait for a free connection when all POOL_SIZE are busy
+        (a burst of connects), where channels-redis's own pool fails it: 'Too many connections'."""
+        host = dict(self.hosts[index])
+        if "address" not in host:
+            return super().create_pool(index)
+        from redis.asyncio import BlockingConnectionPool
+
+        return BlockingConnectionPool.from_url(host.pop("address"), timeout=POOL_TIMEOUT, **host)
 
     async def receive(self, channel: str) -> Any:
         failures = 0

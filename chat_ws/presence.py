@@ -23,7 +23,7 @@ async def connected(endpoint: Any) -> None:
     _cancel_grace(client_id)
     await delivery.join(endpoint)
     previous_local = delivery.register(endpoint)
-    previous = await get_store().open_connection(
+    previous, pending = await get_store().connect_client(
         client_id, promises.server_id(), endpoint.channel_name, time.time()
     )
     if previous_local is not None:
@@ -31,7 +31,7 @@ async def connected(endpoint: Any) -> None:
     elif previous is not None and previous.is_open and previous.channel_name != endpoint.channel_name:
         await delivery.close_channel(previous.channel_name, WS_4001_REPLACED, "replaced")
     sessions.opened(client_id, endpoint.channel_name, promises.server_id(), endpoint.scope)
-    resent = await promises.resend(client_id)
+    resent = await promises.resend(client_id, pending)
     logger.info(
         "client %s connected%s%s",
         client_id,

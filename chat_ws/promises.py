@@ -371,9 +371,11 @@ async def pending(client_id: str | None = None, conversation: str | None = None)
     return await get_store().pending(client_id, conversation)
 
 
-async def resend(client_id: str) -> int:
-    """Send every pending question of client_id again, in order, with its original p-key."""
-    questions = await get_store().client_questions(client_id)
+async def resend(client_id: str, questions: list[Question] | None = None) -> int:
+    """Send every pending question of client_id again, in order, with its original p-key
+    (questions: those the caller already read from the store)."""
+    if questions is None:
+        questions = await get_store().client_questions(client_id)
     for question in questions:
         await delivery.deliver(client_id, question.message)
     return len(questions)

@@ -38,3 +38,21 @@ def test_store_and_layer_share_one_policy() -> None:
     retry = entry["retry"]
     assert retry._retries == redis_policy.RETRY_ATTEMPTS
     assert set(entry["retry_on_error"]) == {redis_errors.ConnectionError, redis_errors.TimeoutError}
+
+
+@pytest.mark.redis
+async def test_a_burst_past_the_layer_pool_waits_for_connections_instead_of_failing() -> None:
+    import asyncio
+    import secrets
+
+    from tests.redis_util import require_redis
+
+    prefix = f"chat_ws_test:pool:{secrets.token_hex(4)}:"
+    layer = layers.RedisChannelLayer(hosts=[{"address": require_redis(), "max_connections": 2}], prefix=prefix)
+    channels = [await layer.new_channel() for _ in range(40)]
+    try:
+        # 40 commands at once on a pool of 2: channels-redis's own pool fails with "Too many connections"
+        await asyncio.gather(*(layer.group_add("g", name) for name in channels))
+        await asyncio.gather(*(layer.group_discard("g", name) for name in channels))
+    finally:
+        await layer.flush()

@@ -123,6 +123,19 @@ async def test_expired_questions(store: Any) -> None:
     assert [q.p_key for q in await store.pending()] == ["new"]
 
 
+async def test_connect_client_returns_the_replaced_record_and_pending_questions(store: Any) -> None:
+    assert await store.connect_client("c1", "srv-a", "chan-1", 100.0) == (None, [])
+    await add(store, question("p1"), max_pending=10)
+    await add(store, question("p2"), max_pending=10)
+    await add(store, question("other", client_id="c2"), max_pending=10)
+    previous, pending = await store.connect_client("c1", "srv-b", "chan-2", 101.0)
+    assert previous is not None and previous.channel_name == "chan-1" and previous.server_id == "srv-a"
+    assert [q.p_key for q in pending] == ["p1", "p2"]  # in the order asked, this client's only
+    assert pending[0].message["text"] == "question p1"
+    record = await store.connection("c1")
+    assert record is not None and record.channel_name == "chan-2" and record.is_open
+
+
 async def test_presence_open_replace_close(store: Any) -> None:
     assert await store.open_connection("c1", "srv-a", "chan-1", 100.0) is None
     previous = await store.open_connection("c1", "srv-b", "chan-2", 101.0)

@@ -226,6 +226,7 @@ async def test_last_seen_is_written_back_in_bulk(store: Any) -> None:
     for client in clients:
         await client.send({"dispatch-key": "ping", "ping-id": 1})
         await client.recv_until("ping-confirm")
+    await sessions.flush()  # the rows are written behind the handshake, in batches
     report = await sweeping.sweep()
     assert report.written == 3
     for client in clients:

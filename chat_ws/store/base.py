@@ -87,6 +87,14 @@ class BaseStore(ABC):
     ) -> Connection | None:
         """Record that channel_name now serves client_id; return the record it replaced."""
 
+    async def connect_client(
+        self, client_id: str, server_id: str, channel_name: str, now: float
+    ) -> tuple[Connection | None, list[Question]]:
+        """open_connection() and the client's pending questions (oldest first), for the re-send
+        on connect; a backend may do both in one step."""
+        previous = await self.open_connection(client_id, server_id, channel_name, now)
+        return previous, await self.client_questions(client_id)
+
     @abstractmethod
     async def close_connection(self, client_id: str, channel_name: str, now: float) -> bool:
         """Mark the client disconnected if channel_name still serves it; True when it did."""

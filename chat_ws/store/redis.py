@@ -207,6 +207,16 @@ class RedisStore(BaseStore):
         )
         return self._connection(client_id, prev)
 
+    async def connect_client(
+        self, client_id: str, server_id: str, channel_name: str, now: float
+    ) -> tuple[Connection | None, list[Question]]:
+        prev, records = await self._run(
+            scripts.CONNECT,
+            [*self._presence_keys(client_id), self.key("cq", client_id)],
+            [client_id, server_id, channel_name, repr(now), self._open_ttl_ms(), self.prefix],
+        )
+        return self._connection(client_id, prev), sorted(self._questions(records), key=lambda q: q.seq)
+
     async def close_connection(self, client_id: str, channel_name: str, now: float) -> bool:
         done = await self._run(
             scripts.CLOSE,

@@ -96,7 +96,7 @@ return out
 )
 
 # KEYS: conn, idx:seen, idx:closed   ARGV: client_id, server_id, channel, now, ttl_ms
-OPEN = """
+_OPEN = """
 local prev = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'server_id', ARGV[2], 'channel_name', ARGV[3],
@@ -104,8 +104,22 @@ redis.call('HSET', KEYS[1], 'server_id', ARGV[2], 'channel_name', ARGV[3],
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-return prev
 """
+OPEN = _OPEN + "return prev\n"
+
+# KEYS: conn, idx:seen, idx:closed, cq   ARGV: client_id, server_id, channel, now, ttl_ms, prefix
+# OPEN, then the client's pending question records in order: {previous record, {records...}}.
+CONNECT = (
+    _OPEN
+    + """
+local out = {}
+for _, pk in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  local rec = redis.call('GET', ARGV[6] .. ':q:' .. pk)
+  if rec then table.insert(out, rec) else redis.call('ZREM', KEYS[4], pk) end
+end
+return {prev, out}
+"""
+)
 
 # KEYS: conn, idx:seen, idx:closed   ARGV: client_id, channel, now, ttl_ms
 CLOSE = """
