@@ -23,11 +23,11 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(SERVE) --server daphne
 
-# The demo as it runs in production: uvicorn (uvloop, httptools), DJANGO_DEBUG=0; HOST, PORT and
-# REDIS_URL from the environment.
+# The demo as it runs in production: uvicorn (uvloop, httptools), DJANGO_DEBUG=0 (the demo still
+# serves its own static files: SERVE_STATIC=1); HOST, PORT and REDIS_URL from the environment.
 serve: install
 	$(BIN)/python manage.py migrate --noinput
-	DJANGO_DEBUG=0 $(SERVE) --server uvicorn
+	DJANGO_DEBUG=0 SERVE_STATIC=1 $(SERVE) --server uvicorn
 
 test: install
 	$(BIN)/mypy
