@@ -30,7 +30,7 @@ TARGETS = {
     "daphne-edn": ("chat_ws EDN (daphne)", "daphne", "edn"),
     "uvicorn-edn": ("chat_ws EDN (uvicorn, make serve)", "uvicorn", "edn"),
     "granian-edn": ("chat_ws EDN (granian)", "granian", "edn"),
-    "uvicorn-sansio-edn": ("chat_ws EDN (uvicorn, websockets-sansio)", "uvicorn-sansio", "edn"),
+    "uvicorn-websockets-edn": ("chat_ws EDN (uvicorn, --ws websockets)", "uvicorn-websockets", "edn"),
     "daphne-json": ("chat_ws JSON (daphne)", "daphne", "json"),
     "socketio-redis": ("python-socketio + Redis (uvicorn)", "socketio-redis", ""),
 }

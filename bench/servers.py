@@ -130,8 +130,8 @@ class Lab:
         env = dict(self.env)
         if kind in SERVERS:  # chat_ws's demo as make run / make serve start it
             argv = server_command(kind, "127.0.0.1", port)
-        elif kind == "uvicorn-sansio":  # uvicorn's other websocket implementation, for comparison
-            argv = [a if a != "websockets" else "websockets-sansio" for a in server_command("uvicorn", "127.0.0.1", port)]
+        elif kind == "uvicorn-websockets":  # uvicorn's older (deprecated) websocket implementation
+            argv = [a if a != "websockets-sansio" else "websockets" for a in server_command("uvicorn", "127.0.0.1", port)]
         elif kind == "granian":
             argv = [
                 str(bin_dir / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),

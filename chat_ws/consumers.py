@@ -85,7 +85,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     pass
 
     async def _serve_layer_events(self) -> None:
-        """Events other processes send to this socket's channel, one at a time, in order."""
+        """Events other processes send to this socket's channel, one at a time, in order.
+
+        A failing receive (Redis restarting, for any layer) is retried with the shared backoff:
+        the socket stays open and keeps its questions, where channels would end the consumer.
+        """
         failures = 0
         while True:
             try:

@@ -1,17 +1,17 @@
-"""A channels-redis layer whose receive() rides out a Redis restart instead of ending the consumer."""
+"""channels-redis with the shared retry policy and a pool that waits in a burst.
+
+Riding out a Redis restart in receive() is ChatConsumer's job (it retries any layer's receive with
+the shared backoff), so this layer does not repeat it.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
 from channels_redis.utils import decode_hosts
 
-from chat_ws.redis_policy import is_unreachable, reconnect_delay, retry_options
-
-logger = logging.getLogger(__name__)
+from chat_ws.redis_policy import retry_options
 
 POOL_SIZE = 1000  # connections per host and event loop (redis-py's default of 100 breaks at 500 clients)
 POOL_TIMEOUT = 10.0  # seconds a command waits for a free pooled connection before it fails
@@ -32,10 +32,9 @@ def resilient_hosts(hosts: Any) -> list[dict[str, Any]]:
 class RedisChannelLayer(_RedisChannelLayer):
     """channels_redis.core.RedisChannelLayer that survives a Redis restart.
 
-    Stale pooled connections are retried instead of failing the first command after a restart,
-    and receive() waits for Redis to come back: without this, channels ends every consumer whose
-    receive() raised, closing every socket of the process. Messages sent while Redis was down
-    are lost, as with any non-persistent Redis.
+    Stale pooled connections are retried instead of failing the first command after a restart, and
+    a burst of commands waits for a free pooled connection. Messages sent while Redis was down are
+    lost, as with any non-persistent Redis.
     """
 
     def __init__(self, hosts: Any = None, **kwargs: Any) -> None:
@@ -50,16 +49,3 @@ class RedisChannelLayer(_RedisChannelLayer):
         from redis.asyncio import BlockingConnectionPool
 
         return BlockingConnectionPool.from_url(host.pop("address"), timeout=POOL_TIMEOUT, **host)
-
-    async def receive(self, channel: str) -> Any:
-        failures = 0
-        while True:
-            try:
-                return await super().receive(channel)
-            except Exception as exc:
-                if not is_unreachable(exc):
-                    raise
-                delay = reconnect_delay(failures)
-                failures += 1
-                logger.warning("channel layer receive failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from chat_ws.exceptions import StoreUnavailable
-from chat_ws.store.resp import Endpoint, ReplyError, RespConnection, Script
+from chat_ws.store.resp import Address, ReplyError, RespConnection, Script
 from tests.redis_util import OwnRedis, own_redis, require_redis, require_redis_server  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.redis
@@ -46,6 +46,20 @@ async def conn(oracle: Any) -> AsyncIterator[RespConnection]:
     connection = RespConnection(require_redis(), timeout=5.0)
     yield connection
     await connection.close()
+
+
+async def blocked_in_redis(url: str, client_id: int, timeout: float = 5.0) -> None:
+    """Wait until Redis reports the connection with CLIENT ID client_id blocked in a command (its
+    pipelined writes arrived): asked over another connection, one round trip after another."""
+    probe = RespConnection(url)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                info = await probe.call("CLIENT", "LIST", "ID", client_id)
+                if "flags=b" in info.decode():
+                    return
+    finally:
+        await probe.close()
 
 
 def count_writes(connection: RespConnection) -> list[int]:
@@ -114,10 +128,10 @@ async def test_noscript_loads_the_script_and_retries(own_redis: OwnRedis) -> Non
 async def test_killed_redis_fails_every_call_in_flight_then_reconnects(own_redis: OwnRedis) -> None:
     connection = RespConnection(own_redis.url, timeout=30.0)
     try:
-        await connection.call("PING")
+        client_id = await connection.call("CLIENT", "ID")
         blocked = [connection.call("BLPOP", f"never-{i}", 20) for i in range(50)]  # in flight for 20 s
         more = connection.call("GET", "x")  # queued behind them
-        await asyncio.sleep(0)  # let the write go out
+        await blocked_in_redis(own_redis.url, client_id)  # Redis holds the pipeline: mid-reply
         began = time.monotonic()
         own_redis.kill()
         outcomes = await asyncio.wait_for(asyncio.gather(*blocked, more, return_exceptions=True), 5)
@@ -148,12 +162,13 @@ async def test_a_reply_after_its_deadline_is_dropped_in_order(conn: RespConnecti
 async def test_in_flight_commands_are_bounded(oracle: Any, prefix: str) -> None:
     connection = RespConnection(require_redis(), max_in_flight=2, timeout=5.0)
     try:
+        client_id = await connection.call("CLIENT", "ID")  # connected: the next calls take the fast path
         first = connection.call("BLPOP", f"{prefix}a", 0.3)
         second = connection.call("BLPOP", f"{prefix}b", 0.3)
-        await asyncio.sleep(0)
         third = connection.call("SET", f"{prefix}c", "1")
-        await asyncio.sleep(0.1)
-        assert connection.in_flight() == 2 and oracle.get(f"{prefix}c") is None  # waits for room
+        assert connection.in_flight() == 2  # the third waits for room instead of going out
+        await blocked_in_redis(require_redis(), client_id)
+        assert oracle.get(f"{prefix}c") is None  # Redis holds the first two; the SET is not sent
         assert await asyncio.wait_for(third, 5) == b"OK"
         assert (await first, await second) == (None, None)
     finally:
@@ -163,8 +178,8 @@ async def test_in_flight_commands_are_bounded(oracle: Any, prefix: str) -> None:
 async def test_waiting_for_room_has_a_deadline(oracle: Any, prefix: str) -> None:
     connection = RespConnection(require_redis(), max_in_flight=1, timeout=0.2)
     try:
+        await connection.call("PING")  # connected: the BLPOP below is in flight at once
         blocking = connection.call("BLPOP", f"{prefix}a", 1, timeout=5)
-        await asyncio.sleep(0)
         with pytest.raises(StoreUnavailable, match="saturated"):
             await connection.call("PING")
         assert await blocking is None
@@ -218,16 +233,16 @@ async def test_tls_url(tmp_path: Path) -> None:
 
 
 def test_endpoint_parses_urls() -> None:
-    e = Endpoint("redis://user:p%40ss@example:6380/4")
+    e = Address("redis://user:p%40ss@example:6380/4")
     assert (e.host, e.port, e.db, e.username, e.password) == ("example", 6380, 4, "user", "p@ss")
     assert e.handshake() == [("AUTH", "user", "p@ss"), ("SELECT", 4)]
-    assert Endpoint("redis://localhost").handshake() == []
-    u = Endpoint("unix:///run/redis.sock?db=2")
+    assert Address("redis://localhost").handshake() == []
+    u = Address("unix:///run/redis.sock?db=2")
     assert (u.path, u.db) == ("/run/redis.sock", 2)
     from chat_ws.exceptions import ConfigurationError
 
     with pytest.raises(ConfigurationError):
-        Endpoint("http://localhost")
+        Address("http://localhost")
 
 
 def test_works_on_uvloop(prefix: str, oracle: Any) -> None:

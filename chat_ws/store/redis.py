@@ -215,7 +215,7 @@ class RedisStore(BaseStore):
             [*self._presence_keys(client_id), self.key("cq", client_id)],
             [client_id, server_id, channel_name, repr(now), self._open_ttl_ms(), self.prefix],
         )
-        return self._connection(client_id, prev), sorted(self._questions(records), key=lambda q: q.seq)
+        return self._connection(client_id, prev), self._questions(records)  # in seq order (ZRANGE)
 
     async def close_connection(self, client_id: str, channel_name: str, now: float) -> bool:
         done = await self._run(

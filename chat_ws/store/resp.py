@@ -52,7 +52,7 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-class Endpoint:
+class Address:
     """Where and how to connect, parsed once from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
 
     def __init__(self, url: str) -> None:
@@ -168,7 +168,7 @@ class RespConnection:
     def __init__(
         self, url: str, *, timeout: float = 10.0, max_in_flight: int = 10_000, connect_timeout: float = 5.0
     ) -> None:
-        self.endpoint = Endpoint(url)
+        self.address = Address(url)
         self.timeout = timeout
         self.max_in_flight = max_in_flight
         self.connect_timeout = connect_timeout
@@ -260,7 +260,7 @@ class RespConnection:
         self._room_freed()
 
     async def _connect(self) -> _Protocol:
-        ep = self.endpoint
+        ep = self.address
         proto: _Protocol | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -284,7 +284,7 @@ class RespConnection:
         return proto
 
     def _where(self) -> str:
-        ep = self.endpoint
+        ep = self.address
         return ep.path if ep.scheme == "unix" else f"{ep.host}:{ep.port}"
 
     def _lost(self, proto: _Protocol) -> None:
