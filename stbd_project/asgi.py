@@ -13,16 +13,16 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 if settings.DEBUG or os.environ.get("SERVE_STATIC") == "1":
     django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)  # the demo serves its own static files
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chat_ws.auth import ChatAuthMiddlewareStack  # noqa: E402
 from chat_ws.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(ChatAuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 
