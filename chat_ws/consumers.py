@@ -132,7 +132,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await super().dispatch(message)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        """Leave the client's group, hand the closed socket to presence, end the consumer.
+        """Leave the groups a subclass joined, hand the closed socket to presence, end the consumer.
 
         As channels' own, without its database-cleanup hop, and an unreachable layer does not
         stop presence from recording the disconnect.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any, Protocol
 
@@ -13,6 +12,7 @@ from chat_ws.conf import setting
 from chat_ws.exceptions import ConfigurationError, InvalidMessage, StoreUnavailable
 from chat_ws.redis_policy import is_unreachable
 from chat_ws.runtime import runtime
+from chat_ws.store import get_store
 from chat_ws.types import Message
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,6 @@ class Endpoint(Protocol):
     client_id: str
     channel_name: str
     scope: dict[str, Any]
-    groups: list[str]  # channel-layer groups it belongs to (channels discards them on disconnect)
     session_closed: bool  # its ClientSession row was closed already (by a forget)
     is_closed: bool  # closing or closed: nothing more is sent
     closed_by_server: bool  # the server closed it (replaced, forgotten): its records are not its own
@@ -40,13 +39,6 @@ class Endpoint(Protocol):
     async def shut(self, code: int, reason: str) -> None:
         """Close the socket with a close code, recording why."""
         ...
-
-
-def group_name(client_id: str) -> str:
-    """The channel-layer group of one client-id (valid for every channels layer)."""
-    if len(client_id) <= 80 and ":" not in client_id:
-        return f"chat_ws.{client_id}"
-    return "chat_ws.h." + hashlib.sha256(client_id.encode()).hexdigest()[:48]
 
 
 def register(endpoint: Endpoint) -> Endpoint | None:
@@ -89,27 +81,32 @@ def layer() -> Any:
     return found
 
 
-async def join(endpoint: Endpoint) -> None:
-    """Add a socket to its client's group so that any process can reach it."""
-    group = group_name(endpoint.client_id)
-    try:
-        await layer().group_add(group, endpoint.channel_name)
-    except Exception as exc:
-        if is_unreachable(exc):
-            raise StoreUnavailable(f"channel layer unreachable: {exc}") from exc
-        raise
-    endpoint.groups = [group]
-
-
 async def deliver(client_id: str, message: Message) -> None:
-    """Send message to client_id's socket wherever it is; nothing happens when none is open."""
+    """Send message to client_id's socket wherever it is; nothing happens when none is open.
+
+    A socket in another process is reached through the channel its presence record names: the
+    record is written in the same script that hands a reconnecting client its pending questions,
+    so a question is either re-sent by that script or delivered to the channel it recorded.
+    """
     protocol.validate(message)  # before anything leaves this process
     endpoint = runtime().endpoints.get(client_id)
     if endpoint is not None:
         await endpoint.push(message)
         return
+    channel_name = await _open_channel(client_id)
+    if channel_name is not None:
+        await _layer_send(channel_name, {"type": DELIVER_EVENT, "message": message})
+
+
+async def _open_channel(client_id: str) -> str | None:
+    """The channel of client_id's open socket, from its presence record; None when it has none."""
+    connection = await get_store().connection(client_id)
+    return connection.channel_name if connection is not None and connection.is_open else None
+
+
+async def _layer_send(channel_name: str, event: dict[str, Any]) -> None:
     try:
-        await layer().group_send(group_name(client_id), {"type": DELIVER_EVENT, "message": message})
+        await layer().send(channel_name, event)
     except TypeError as exc:  # the layer's serializer refused the payload
         raise InvalidMessage(f"message cannot cross the channel layer: {exc}") from exc
     except Exception as exc:
@@ -123,15 +120,18 @@ def detach(client_id: str) -> Endpoint | None:
     return runtime().endpoints.pop(client_id, None)
 
 
-async def close(client_id: str, code: int, reason: str, endpoint: Endpoint | None = None) -> None:
-    """Close client_id's socket wherever it is (endpoint: the local socket, already detached)."""
+async def close(
+    client_id: str, code: int, reason: str, endpoint: Endpoint | None = None, channel_name: str | None = None
+) -> None:
+    """Close client_id's socket wherever it is: endpoint (the local socket, already detached), else
+    the socket of channel_name (what the presence record named), else the one presence names now."""
     endpoint = endpoint or runtime().endpoints.pop(client_id, None)
     if endpoint is not None:
         await endpoint.shut(code, reason)
         return
-    await layer().group_send(
-        group_name(client_id), {"type": CLOSE_EVENT, "code": code, "reason": reason}
-    )
+    channel_name = channel_name or await _open_channel(client_id)
+    if channel_name is not None:
+        await close_channel(channel_name, code, reason)
 
 
 async def close_channel(channel_name: str, code: int, reason: str) -> None:
@@ -140,4 +140,4 @@ async def close_channel(channel_name: str, code: int, reason: str) -> None:
         if endpoint.channel_name == channel_name:
             await endpoint.shut(code, reason)
             return
-    await layer().send(channel_name, {"type": CLOSE_EVENT, "code": code, "reason": reason})
+    await _layer_send(channel_name, {"type": CLOSE_EVENT, "code": code, "reason": reason})

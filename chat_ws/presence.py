@@ -21,7 +21,6 @@ async def connected(endpoint: Any) -> None:
     """Register a new socket for its client-id, replacing any older one, and re-send questions."""
     client_id = endpoint.client_id
     _cancel_grace(client_id)
-    await delivery.join(endpoint)
     previous_local = delivery.register(endpoint)
     previous, pending = await get_store().connect_client(
         client_id, promises.server_id(), endpoint.channel_name, time.time()
@@ -105,7 +104,6 @@ async def touch(client_id: str) -> bool:
 async def _restore(endpoint: Any, now: float) -> bool:
     if endpoint.is_closed:
         return False
-    await delivery.join(endpoint)
     await get_store().open_connection(endpoint.client_id, promises.server_id(), endpoint.channel_name, now)
     logger.info("re-registered client %s after its records vanished", endpoint.client_id)
     return True
@@ -151,17 +149,18 @@ async def evict(
 async def _forget(client_id: str, reason: str, *, after_eviction: bool) -> int | None:
     _cancel_grace(client_id)
     endpoint = delivery.detach(client_id)  # nothing may re-register it while it is forgotten
-    questions = await get_store().forget_client(
+    forgotten = await get_store().forget_client(
         client_id, claims=[security.binding_name(client_id)], only_if_absent=after_eviction
     )
-    if questions is None:  # it came back after the eviction: leave the new connection alone
+    if forgotten is None:  # it came back after the eviction: leave the new connection alone
         if endpoint is not None and not endpoint.is_closed and delivery.local(client_id) is None:
             delivery.register(endpoint)
         logger.info("client %s reconnected while being evicted (%s); kept", client_id, reason)
         return None
+    questions, channel_name = forgotten
     if endpoint is not None:
         endpoint.session_closed = True  # closed below with the others, with the real reason
-    await delivery.close(client_id, WS_4002_FORGOTTEN, reason, endpoint)
+    await delivery.close(client_id, WS_4002_FORGOTTEN, reason, endpoint, channel_name)
     sessions.client_closed(client_id, reason)
     for question in questions:  # askers wake last, when every trace is already gone
         await promises.settle(question, promises.GONE, reason)

@@ -8,7 +8,7 @@ from pathlib import Path
 from chat_ws import api
 
 ROOT = Path(__file__).resolve().parent.parent
-WIRING = {"chat_ws.api", "chat_ws.routing"}  # the ASGI routing include is Django wiring, not API
+WIRING = {"chat_ws.api", "chat_ws.routing", "chat_ws.auth"}  # ASGI routing and middleware are wiring, not API
 
 
 def chat_ws_imports(path: Path) -> set[str]:

@@ -129,7 +129,8 @@ async def test_the_socket_listens_on_the_configured_channel_layer(settings: Any)
     layer = get_channel_layer("chat")
     assert layer is not None
     message = {"dispatch-key": "iviewr-says", "text": "through the chat layer"}
-    await layer.group_send(delivery.group_name("layer-alias"), {"type": delivery.DELIVER_EVENT, "message": message})
+    channel_name = delivery.local("layer-alias").channel_name  # type: ignore[union-attr]
+    await layer.send(channel_name, {"type": delivery.DELIVER_EVENT, "message": message})
     assert (await comm.recv())["text"] == "through the chat layer"
     await comm.disconnect()
 
@@ -138,11 +139,11 @@ async def test_a_bad_layer_event_is_logged_and_the_socket_serves_on(backend: str
     from chat_ws import delivery
 
     comm = await Comm("layer-bad").connect()
-    group = delivery.group_name("layer-bad")
-    await delivery.layer().group_send(group, {"type": "no.such.event"})
-    await delivery.layer().group_send(group, {"type": delivery.DELIVER_EVENT})  # no message
-    await delivery.layer().group_send(
-        group, {"type": delivery.DELIVER_EVENT, "message": {"dispatch-key": "iviewr-says", "text": "still here"}}
+    channel_name = delivery.local("layer-bad").channel_name  # type: ignore[union-attr]
+    await delivery.layer().send(channel_name, {"type": "no.such.event"})
+    await delivery.layer().send(channel_name, {"type": delivery.DELIVER_EVENT})  # no message
+    await delivery.layer().send(
+        channel_name, {"type": delivery.DELIVER_EVENT, "message": {"dispatch-key": "iviewr-says", "text": "still here"}}
     )
     assert (await comm.recv())["text"] == "still here"
     assert "unknown type 'no.such.event'" in caplog.text

@@ -170,13 +170,20 @@ async def test_forget_client_removes_questions_and_presence(store: Any) -> None:
     await add(store, question("x1", client_id="other"), max_pending=10)
     await store.claim("bind:c1", "session:a", 60)
     await store.claim("bind:other", "session:b", 60)
-    taken = await store.forget_client("c1", claims=["bind:c1"])
+    taken, channel_name = await store.forget_client("c1", claims=["bind:c1"])
     assert sorted(q.p_key for q in taken) == ["p1", "p2"]
+    assert channel_name == "ch"  # the socket to close
     assert await store.claim("bind:c1", "session:new", 60) == "session:new"  # released
     assert await store.claim("bind:other", "session:new", 60) == "session:b"  # untouched
     assert await store.connection("c1") is None
     assert [q.p_key for q in await store.pending()] == ["x1"]
-    assert await store.forget_client("c1") == []
+    assert await store.forget_client("c1") == ([], None)
+
+
+async def test_forget_client_names_no_channel_for_a_closed_socket(store: Any) -> None:
+    await store.open_connection("c2", "s", "ch2", 100.0)
+    assert await store.close_connection("c2", "ch2", 101.0)
+    assert await store.forget_client("c2") == ([], None)  # in its grace period: nothing to close
 
 
 async def test_locks_and_values(store: Any) -> None:

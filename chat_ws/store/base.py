@@ -126,9 +126,9 @@ class BaseStore(ABC):
     @abstractmethod
     async def forget_client(
         self, client_id: str, claims: Sequence[str] = (), *, only_if_absent: bool = False
-    ) -> list[Question] | None:
+    ) -> tuple[list[Question], str | None] | None:
         """Atomically remove the client's questions, presence records and the named claims;
-        return the questions.
+        return the questions and the channel of its open socket (None when it had none).
 
         With ``only_if_absent`` (after an eviction) nothing happens, and None is returned, when
         the client has a presence record again: it reconnected in the meantime.

@@ -153,14 +153,14 @@ class MemoryStore(BaseStore):
 
     async def forget_client(
         self, client_id: str, claims: Sequence[str] = (), *, only_if_absent: bool = False
-    ) -> list[Question] | None:
+    ) -> tuple[list[Question], str | None] | None:
         if only_if_absent and client_id in self._connections:
             return None
         taken = await self.take_client(client_id)
-        self._connections.pop(client_id, None)
+        connection = self._connections.pop(client_id, None)
         for name in claims:
             self._values.pop("claim:" + name, None)
-        return taken
+        return taken, connection.channel_name if connection is not None and connection.is_open else None
 
     # ------------------------------------------------------------------ coordination
     async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:

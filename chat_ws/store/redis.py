@@ -268,13 +268,16 @@ class RedisStore(BaseStore):
 
     async def forget_client(
         self, client_id: str, claims: Sequence[str] = (), *, only_if_absent: bool = False
-    ) -> list[Question] | None:
-        records = await self._run(
+    ) -> tuple[list[Question], str | None] | None:
+        forgotten = await self._run(
             scripts.FORGET,
             [self.key("cq", client_id), *self._presence_keys(client_id), *(self.key("claim", c) for c in claims)],
             [self.prefix, client_id, int(only_if_absent)],
         )
-        return None if records is None else self._questions(records)
+        if forgotten is None:
+            return None
+        channel_name, records = forgotten
+        return self._questions(records), channel_name.decode() if channel_name is not None else None
 
     # ------------------------------------------------------------------ coordination
     async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:

@@ -155,11 +155,14 @@ return 1
 """
 
 # KEYS: cq, conn, idx:seen, idx:closed, claims...   ARGV: prefix, client_id, only_if_absent ('1'/'0')
-# Returns the taken questions, or false when only_if_absent and the client has a record again.
+# Returns {channel of its open socket or false, taken questions}, or false when only_if_absent and
+# the client has a record again.
 FORGET = (
     _TAKE
     + """
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local channel = false
+if redis.call('HEXISTS', KEYS[2], 'closed_at') == 0 then channel = redis.call('HGET', KEYS[2], 'channel_name') end
 local out = {}
 for _, pk in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local taken = take(ARGV[1], pk)
@@ -169,7 +172,7 @@ redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
 for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
-return out
+return {channel, out}
 """
 )
 
