@@ -24,7 +24,10 @@ class ClientSession(models.Model):
 
     class Meta:
         ordering = ["-opened_at"]
-        indexes = [models.Index(fields=["client_id", "closed_at"], name="chat_ws_cs_client_open")]
+        indexes = [
+            models.Index(fields=["client_id", "closed_at"], name="chat_ws_cs_client_open"),
+            models.Index(fields=["channel_name"], name="chat_ws_cs_channel"),  # closing one connection's row
+        ]
 
     def __str__(self) -> str:
         return f"{self.client_id} @ {self.opened_at:%Y-%m-%d %H:%M:%S}"

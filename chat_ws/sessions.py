@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -47,23 +47,43 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
 
 
 def _write(batch: list[_Open | _Close]) -> None:
-    """Apply a batch in order: runs of opens as one bulk insert, each close as one update."""
+    """Apply a batch in order: each run of opens as one bulk insert, each run of closes by the same
+    column as one prepared UPDATE executed for every row (the ORM would compile one per row)."""
     from chat_ws.models import ClientSession
 
-    with transaction.atomic():
-        pending: list[ClientSession] = []
-        for op in batch:
-            if isinstance(op, _Open):
-                pending.append(ClientSession(**op.fields))
-                continue
-            if pending:
-                ClientSession.objects.bulk_create(pending)
-                pending = []
-            ClientSession.objects.filter(**{op.column: op.value, "closed_at__isnull": True}).update(
-                closed_at=op.at, close_reason=op.reason[:REASON_MAX]
-            )
-        if pending:
-            ClientSession.objects.bulk_create(pending)
+    using = router.db_for_write(ClientSession)
+    with transaction.atomic(using=using):
+        start = 0
+        while start < len(batch):
+            first = batch[start]
+            end = start + 1
+            if isinstance(first, _Open):
+                while end < len(batch) and isinstance(batch[end], _Open):
+                    end += 1
+                opens: list[_Open] = batch[start:end]  # type: ignore[assignment]
+                ClientSession.objects.using(using).bulk_create([ClientSession(**op.fields) for op in opens])
+            else:
+                while end < len(batch) and isinstance(batch[end], _Close) and batch[end].column == first.column:  # type: ignore[union-attr]
+                    end += 1
+                _close_run(using, batch[start:end])  # type: ignore[arg-type]
+            start = end
+
+
+def _close_run(using: str, run: list[_Close]) -> None:
+    """Close the open rows named by a run of closes on one column, in order (a second close of
+    the same row finds it closed, as it would one by one)."""
+    from chat_ws.models import ClientSession
+
+    connection = connections[using]
+    quote, field = connection.ops.quote_name, ClientSession._meta.get_field
+    sql = (
+        f"UPDATE {quote(ClientSession._meta.db_table)} SET {quote(field('closed_at').column)} = %s, "
+        f"{quote(field('close_reason').column)} = %s WHERE {quote(field(run[0].column).column)} = %s "
+        f"AND {quote(field('closed_at').column)} IS NULL"
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [(adapt(op.at), op.reason[:REASON_MAX], op.value) for op in run])
 
 
 class _Writer:
