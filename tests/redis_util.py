@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import pytest
@@ -106,3 +107,19 @@ def own_redis() -> Iterator[OwnRedis]:
     server.start()
     yield server
     server.cleanup()
+
+
+async def blocked_clients(url: str, count: int = 1, timeout: float = 5.0) -> None:
+    """Wait until at least count clients of the Redis at url are blocked in a command (a BRPOP
+    under way): asked one round trip after another, never by sleeping."""
+    import asyncio
+
+    import redis.asyncio
+
+    probe: Any = redis.asyncio.Redis.from_url(url)
+    try:
+        async with asyncio.timeout(timeout):
+            while int((await probe.info("clients"))["blocked_clients"]) < count:
+                pass
+    finally:
+        await probe.aclose()
