@@ -124,13 +124,12 @@ async def close(
     client_id: str, code: int, reason: str, endpoint: Endpoint | None = None, channel_name: str | None = None
 ) -> None:
     """Close client_id's socket wherever it is: endpoint (the local socket, already detached), else
-    the socket of channel_name (what the presence record named), else the one presence names now."""
+    the socket of channel_name (what the presence record named when it was removed); with
+    neither, it has no open socket."""
     endpoint = endpoint or runtime().endpoints.pop(client_id, None)
     if endpoint is not None:
         await endpoint.shut(code, reason)
-        return
-    channel_name = channel_name or await _open_channel(client_id)
-    if channel_name is not None:
+    elif channel_name is not None:
         await close_channel(channel_name, code, reason)
 
 

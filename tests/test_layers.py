@@ -108,13 +108,27 @@ async def test_a_cancelled_receive_loses_nothing(own_redis: OwnRedis) -> None:
     await ours.flush()
 
 
+async def all_waiting(layer: Any, count: int) -> None:
+    """Return once count receives wait inside the layer (channels-redis counts its receivers; ours
+    lists them), yielding to the loop between looks."""
+
+    def waiting() -> int:
+        if isinstance(layer, OurLayer):
+            demux = layer._demuxes.get(asyncio.get_running_loop())
+            return len(demux.waiting) if demux is not None else 0
+        return int(layer.receive_count)
+
+    while waiting() < count:
+        await asyncio.sleep(0)  # a turn of the loop for the receivers to run, not a wait for time
+
+
 async def test_a_waiting_receive_costs_no_task_of_its_own(pair: tuple[Any, Any]) -> None:
     ours, theirs = pair
     for layer, most in ((ours, 1), (theirs, 2 * 200)):  # one pump; channels-redis: two tasks each
         channels = [await layer.new_channel() for _ in range(200)]
         before = len(asyncio.all_tasks())
         receivers = [asyncio.create_task(layer.receive(c)) for c in channels]
-        await asyncio.sleep(0)  # one turn: every receiver is now waiting
+        await asyncio.wait_for(all_waiting(layer, len(channels)), WAIT)
         extra = len(asyncio.all_tasks()) - before - len(receivers)
         assert 0 < extra <= most if layer is theirs else extra == most
         for channel in channels:
