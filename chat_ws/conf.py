@@ -19,7 +19,9 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_POOL_SIZE": 50,  # redis-py connections per process and event loop (listings, admin, pub/sub)
     "REDIS_TIMEOUT": 10.0,  # seconds a store call to Redis may take before it fails (StoreUnavailable)
     "REDIS_MAX_IN_FLIGHT": 10_000,  # commands outstanding on the pipelined connection; more wait for room
-    "KEY_PREFIX": "chat_ws",  # prefix of every Redis key chat_ws writes
+    "KEY_PREFIX": "chat_ws",  # prefix of every Redis key chat_ws writes (no braces: they tag cluster slots)
+    "REDIS_CLUSTER": False,  # True: REDIS_URL is a seed node of a Redis Cluster (Redis >= 7)
+    "KEY_BUCKETS": 256,  # hash-tagged buckets the store's keys fall into; fixed for a deployment's life
     "CHANNEL_LAYER": "default",  # alias in CHANNEL_LAYERS
     "SERVER_ID": None,  # name of this process in presence records; None derives host-pid-random
     # Protocol limits

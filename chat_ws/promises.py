@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -28,7 +27,7 @@ from chat_ws.exceptions import (
     StoreUnavailable,
 )
 from chat_ws.store import get_store
-from chat_ws.store.base import BaseStore
+from chat_ws.store.base import BaseStore, new_p_key
 from chat_ws.types import Answer, Message, OnDisconnect, Outcome, Question
 
 logger = logging.getLogger(__name__)
@@ -87,11 +86,6 @@ class Waiter:
 def server_id() -> str:
     """This process's name in presence records and settlement notices."""
     return runtime().server_id
-
-
-def new_p_key() -> str:
-    """A fresh, unguessable promise key."""
-    return "promise-" + secrets.token_hex(12)
 
 
 def waiting_here() -> int:
@@ -194,7 +188,7 @@ async def ask(
         raise ValueError("timeout must be positive")
     store = get_store()
     await _listen(store)
-    p_key = new_p_key()
+    p_key = new_p_key(client_id)
     question_message = dict(message)
     question_message["p-key"] = Keyword(p_key)
     now = time.time()
@@ -222,7 +216,7 @@ async def ask(
             try:
                 await delivery.deliver(client_id, question_message)
             except (InvalidMessage, StoreUnavailable):
-                await store.take(p_key)
+                await store.take(p_key, client_id)
                 raise
         logger.debug("asked %s of %s in %s", p_key, client_id, conversation)
         metrics.QUESTIONS.labels("asked").inc()
@@ -261,7 +255,7 @@ async def _await_settlement(waiter: Waiter, question: Question, wait: float, set
             return await waiter.wait(settle_wait) or (
                 LOST, "the question vanished from the store (was Redis restarted or flushed?)"
             )
-    if await get_store().take(question.p_key) is not None:
+    if await get_store().take(question.p_key, question.client_id) is not None:
         reason = f"no answer within {wait:g}s"
         await tell_cleared(question, TIMEOUT, reason)
         return TIMEOUT, reason
@@ -271,7 +265,7 @@ async def _await_settlement(waiter: Waiter, question: Question, wait: float, set
 
 async def _still_pending(question: Question) -> bool:
     try:
-        return await get_store().get_question(question.p_key) is not None
+        return await get_store().get_question(question.p_key, question.client_id) is not None
     except StoreUnavailable:
         return True  # cannot tell now; look again at the next check
 
@@ -304,7 +298,7 @@ async def tell_cleared(question: Question, outcome: Outcome, description: str) -
 async def _abandon(question: Question) -> None:
     """The asker was cancelled: remove its question so nobody answers into the void."""
     try:
-        if await asyncio.shield(get_store().take(question.p_key)) is not None:
+        if await asyncio.shield(get_store().take(question.p_key, question.client_id)) is not None:
             await asyncio.shield(tell_cleared(question, CANCELLED, "the server withdrew the question"))
     except Exception:
         logger.warning("could not withdraw question %s of a cancelled asker", question.p_key)

@@ -44,7 +44,7 @@ async def admit(scope: dict[str, Any], client_id: str, channel_name: str) -> int
     store = get_store()
     if conf["BIND_CLIENT_ID"]:
         owner = owner_of(scope)
-        holder = await store.claim(binding_name(client_id), owner, conf["BINDING_TTL"])
+        holder = await store.claim(binding_name(client_id), owner, conf["BINDING_TTL"], client_id=client_id)
         if holder != owner:
             logger.warning("refused client-id %s: bound to another %s", client_id, holder.split(":")[0])
             return WS_4003_CLIENT_ID_BOUND

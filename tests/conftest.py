@@ -43,7 +43,7 @@ def backend(request: pytest.FixtureRequest, settings: Any, key_prefix: str) -> I
         request.node._chat_ws_redis_url = url
         settings.CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "BACKEND": "chat_ws.layers.RedisChannelLayer",
                 "CONFIG": {"hosts": [url], "prefix": key_prefix + ":layer:"},
             }
         }

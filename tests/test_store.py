@@ -168,13 +168,13 @@ async def test_forget_client_removes_questions_and_presence(store: Any) -> None:
     await add(store, question("p1"), max_pending=10)
     await add(store, question("p2"), max_pending=10)
     await add(store, question("x1", client_id="other"), max_pending=10)
-    await store.claim("bind:c1", "session:a", 60)
-    await store.claim("bind:other", "session:b", 60)
+    await store.claim("bind:c1", "session:a", 60, client_id="c1")
+    await store.claim("bind:other", "session:b", 60, client_id="other")
     taken, channel_name = await store.forget_client("c1", claims=["bind:c1"])
     assert sorted(q.p_key for q in taken) == ["p1", "p2"]
     assert channel_name == "ch"  # the socket to close
-    assert await store.claim("bind:c1", "session:new", 60) == "session:new"  # released
-    assert await store.claim("bind:other", "session:new", 60) == "session:b"  # untouched
+    assert await store.claim("bind:c1", "session:new", 60, client_id="c1") == "session:new"  # released
+    assert await store.claim("bind:other", "session:new", 60, client_id="other") == "session:b"  # untouched
     assert await store.connection("c1") is None
     assert [q.p_key for q in await store.pending()] == ["x1"]
     assert await store.forget_client("c1") == ([], None)
@@ -214,12 +214,21 @@ async def test_check(store: Any) -> None:
 async def test_redis_keys_use_prefix_and_have_ttls(store: Any, key_prefix: str) -> None:
     await add(store, question("p1"), max_pending=10)
     await store.open_connection("c1", "s", "ch", time.time())
-    keys = [k.decode() async for k in store.redis.scan_iter(match="*")]
-    ours = [k for k in keys if k.startswith(key_prefix + ":")]
-    assert ours, "the store wrote nothing under its prefix"
-    without_ttl = {k for k in ours if await store.redis.pttl(k) == -1}
-    documented = {f"{key_prefix}:seq", f"{key_prefix}:idx:q", f"{key_prefix}:idx:seen", f"{key_prefix}:idx:closed"}
-    assert without_ttl <= documented
+    import re
+
+    import redis.asyncio
+
+    client: Any = redis.asyncio.Redis.from_url(store.url)
+    try:
+        ours = [k.decode() async for k in client.scan_iter(match=f"{key_prefix}:*")]
+        assert ours, "the store wrote nothing under its prefix"
+        without_ttl = {k for k in ours if await client.pttl(k) == -1}
+    finally:
+        await client.aclose()
+    # the documented keys without a TTL: each bucket's question hash, counter and indexes
+    documented = re.compile(re.escape(key_prefix) + r":\{\d+\}:(q|seq|idx:q|idx:seen|idx:closed)\Z")
+    assert without_ttl and all(documented.match(k) for k in without_ttl), without_ttl
+    assert all(re.match(re.escape(key_prefix) + r":\{\d+\}:", k) for k in ours), ours
 
 
 async def test_claim_binds_to_the_first_owner(store: Any) -> None:

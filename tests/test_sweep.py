@@ -182,11 +182,13 @@ async def test_questions_of_a_present_client_are_not_orphans(store: Any) -> None
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)  # only Redis records expire on their own
 async def test_index_members_of_expired_records_are_pruned(store: Any, backend: str) -> None:
     client = await Comm().connect()
-    await store.redis.delete(store.key("conn", client.client_id))  # the record's TTL ran out
-    assert await store.redis.zscore(store.key("idx", "seen"), client.client_id) is not None
+    cid = client.client_id
+    seen = store.client_key(cid, "idx", "seen")
+    await store._call("DEL", store.client_key(cid, "conn", cid))  # the record's TTL ran out
+    assert await store._call("ZSCORE", seen, cid) is not None
     assert (await sweeping.sweep(dry_run=True)).pruned == 1
     assert (await sweeping.sweep()).pruned == 1
-    assert await store.redis.zscore(store.key("idx", "seen"), client.client_id) is None
+    assert await store._call("ZSCORE", seen, cid) is None
     assert (await sweeping.sweep()).pruned == 0
     await client.disconnect()
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from chat_ws.types import Question
+
+P_KEY_PREFIX = "promise-"
 
 SettlementCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
@@ -55,16 +59,16 @@ class BaseStore(ABC):
         """Remove and return the most recent question of client_id whose key is in p_keys."""
 
     @abstractmethod
-    async def take(self, p_key: str) -> Question | None:
-        """Remove and return one question, or None when it is already gone."""
+    async def take(self, p_key: str, client_id: str | None = None) -> Question | None:
+        """Remove and return one question (of client_id, when given), or None when it is gone."""
 
     @abstractmethod
     async def take_client(self, client_id: str, *, only_fail_fast: bool = False) -> list[Question]:
         """Remove and return the client's questions (only on_disconnect="fail" ones if asked)."""
 
     @abstractmethod
-    async def get_question(self, p_key: str) -> Question | None:
-        """Return one question without removing it."""
+    async def get_question(self, p_key: str, client_id: str | None = None) -> Question | None:
+        """Return one question (of client_id, when given) without removing it."""
 
     @abstractmethod
     async def client_questions(self, client_id: str) -> list[Question]:
@@ -144,8 +148,12 @@ class BaseStore(ABC):
         """Release a lock held by owner."""
 
     @abstractmethod
-    async def claim(self, name: str, owner: str, ttl: float) -> str:
-        """Bind name to owner unless it is bound already (refreshing the TTL); return its owner."""
+    async def claim(self, name: str, owner: str, ttl: float, *, client_id: str | None = None) -> str:
+        """Bind name to owner unless it is bound already (refreshing the TTL); return its owner.
+
+        A claim made for a client (``client_id``) is kept beside the client's records, where
+        forget_client(client_id, claims=[name]) removes it in the same step.
+        """
 
     @abstractmethod
     async def admit_socket(self, name: str, member: str, *, limit: int, now: float, max_age: float) -> bool:
@@ -173,7 +181,11 @@ class BaseStore(ABC):
 
     @abstractmethod
     async def check(self) -> bool:
-        """True when the backend answers."""
+        """True when the backend answers (every node of it)."""
+
+    async def nodes(self) -> list[NodeStats]:
+        """Per server the backend spans: keys held and commands served (empty in memory)."""
+        return []
 
     async def close(self) -> None:
         """Release connections held by this store."""
@@ -222,6 +234,28 @@ class BaseStore(ABC):
         """Remove a small named value."""
 
 
+def client_hash(client_id: str) -> int:
+    """A stable 32-bit hash (CRC-32) of a client-id: it places the client's Redis records and
+    is carried by the client's p-keys."""
+    return zlib.crc32(client_id.encode())
+
+
+def new_p_key(client_id: str) -> str:
+    """A fresh, unguessable promise key for one of client_id's questions: ``promise-`` + the
+    client's hash (8 hex digits) + 96 random bits (24 hex digits)."""
+    return f"{P_KEY_PREFIX}{client_hash(client_id):08x}{secrets.token_hex(12)}"
+
+
+def p_key_hash(p_key: str) -> int | None:
+    """The client hash a p-key made by new_p_key carries; None for any other string."""
+    if len(p_key) != len(P_KEY_PREFIX) + 32 or not p_key.startswith(P_KEY_PREFIX):
+        return None
+    try:
+        return int(p_key[len(P_KEY_PREFIX) : len(P_KEY_PREFIX) + 8], 16)
+    except ValueError:
+        return None
+
+
 def question_to_json(question: Question) -> str:
     """Serialise a question record, without its seq, for a backend that stores text."""
     from chat_ws.codec import JSON
@@ -257,3 +291,12 @@ class StoreStats:
     closed_connections: int  # presence records of clients within their reconnect grace
     questions: int  # pending questions
     oldest_asked_at: float | None  # unix seconds of the oldest pending question
+
+
+@dataclass
+class NodeStats:
+    """One Redis server (a cluster master) as the health report shows it."""
+
+    node: str  # host:port
+    keys: int  # keys it holds (all of them, not only chat_ws's)
+    commands: int  # commands it has processed since it started

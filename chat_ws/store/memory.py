@@ -70,7 +70,10 @@ class MemoryStore(BaseStore):
         best = max((k for k in keys if k in wanted), key=keys.__getitem__, default=None)
         return None if best is None else self._remove(best)
 
-    async def take(self, p_key: str) -> Question | None:
+    async def take(self, p_key: str, client_id: str | None = None) -> Question | None:
+        question = self._questions.get(p_key)
+        if question is None or (client_id is not None and question.client_id != client_id):
+            return None
         return self._remove(p_key)
 
     async def take_client(self, client_id: str, *, only_fail_fast: bool = False) -> list[Question]:
@@ -83,9 +86,11 @@ class MemoryStore(BaseStore):
                 taken.append(removed)
         return taken
 
-    async def get_question(self, p_key: str) -> Question | None:
+    async def get_question(self, p_key: str, client_id: str | None = None) -> Question | None:
         question = self._questions.get(p_key)
-        return copy.copy(question) if question else None
+        if question is None or (client_id is not None and question.client_id != client_id):
+            return None
+        return copy.copy(question)
 
     async def client_questions(self, client_id: str) -> list[Question]:
         keys = self._by_client.get(client_id, {})
@@ -176,7 +181,7 @@ class MemoryStore(BaseStore):
         if held is not None and held[0] == owner:
             del self._locks[name]
 
-    async def claim(self, name: str, owner: str, ttl: float) -> str:
+    async def claim(self, name: str, owner: str, ttl: float, *, client_id: str | None = None) -> str:
         holder = await self.get_value("claim:" + name)
         if holder is None or holder == owner:
             await self.set_value("claim:" + name, owner, ttl)

@@ -1,41 +1,61 @@
-"""Redis store: questions and presence shared by every process using one Redis server.
+"""Redis store: questions and presence shared by every process, on one Redis server or on a
+Redis Cluster (``CHAT_WS["REDIS_CLUSTER"]``).
 
-Key names come from :meth:`RedisStore.key` only. TTLs: questions live until their expiry plus
-the reconnect grace; presence records until the liveness windows plus ``SESSION_RETENTION``.
-Three sorted-set indexes (``idx:q``, ``idx:seen``, ``idx:closed``) and the ``seq`` counter have no
-TTL: they are process-independent indexes whose members are removed with their records, and
-members whose record expired are removed by the sweep and by the scripts that meet them.
+Key names come from :meth:`RedisStore.key` and :meth:`RedisStore.bucket_key` only, and the
+layout is the same on one server and on a cluster (chat_ws.store.scripts lists the keys). Keys
+fall into ``KEY_BUCKETS`` buckets, each hash-tagged (``{prefix}:{<bucket>}:...``) so that it lives
+in one cluster slot; a client's records live in the bucket of its client-id's CRC-32, and the
+p-keys chat_ws makes carry that hash (chat_ws.store.base.p_key_hash), so every call touches one
+slot. The sweep, health and admin listings walk the buckets.
+
+TTLs: presence records live until the liveness windows plus ``SESSION_RETENTION``; a client's
+question index until its last question's expiry plus the reconnect grace. Question records live
+in their bucket's hash until taken: answered, cancelled, timed out by their asker, or expired
+and taken by the sweep. Index members whose record expired are removed by the sweep and by the
+scripts that meet them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import heapq
 import json
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from chat_ws.exceptions import TooManyPending
 from chat_ws.store import scripts
 from chat_ws.store.base import (
     BaseStore,
     Connection,
+    NodeStats,
     SettlementCallback,
     StoreStats,
+    client_hash,
+    p_key_hash,
     question_from_json,
     question_to_json,
 )
-from chat_ws.store.redis_connections import LoopConnections, LoopState, unavailable
+from chat_ws.store.cluster import ClusterConnection
+from chat_ws.store.redis_connections import LoopConnections, LoopState
 from chat_ws.store.resp import Script
 from chat_ws.types import Question
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=None)
 def _script(source: str) -> Script:
     """The Script (source and SHA) of one of chat_ws.store.scripts' sources."""
     return Script(source)
+
+
+async def _each(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Await calls issued together (they share pipelined writes), in order."""
+    return list(await asyncio.gather(*calls))
 
 
 class RedisStore(BaseStore):
@@ -50,33 +70,53 @@ class RedisStore(BaseStore):
             raise ConfigurationError("RedisStore needs CHAT_WS['REDIS_URL']")
         self.url: str = url
         self.prefix: str = conf["KEY_PREFIX"]
+        self.buckets: int = int(conf["KEY_BUCKETS"])
+        self.cluster: bool = bool(conf["REDIS_CLUSTER"])
         self.pool_size: int = conf["REDIS_POOL_SIZE"]
         self._connections = LoopConnections(
-            url, self.pool_size, float(conf["REDIS_TIMEOUT"]), int(conf["REDIS_MAX_IN_FLIGHT"])
+            url, self.pool_size, float(conf["REDIS_TIMEOUT"]), int(conf["REDIS_MAX_IN_FLIGHT"]), self.cluster
         )
+        # Index keys of every bucket, built once: the sweep and health walk them.
+        self._all = [f"{self.prefix}:{{{b}}}" for b in range(self.buckets)]
 
-    # ------------------------------------------------------------------ plumbing
+    # ------------------------------------------------------------------ key layout
     def key(self, kind: str, *parts: str) -> str:
-        """The one place Redis key names are built: ``{prefix}:{kind}:{part}:...``."""
+        """A key outside the buckets (locks, claims without a client, values, pub/sub channels):
+        ``{prefix}:{kind}:{part}:...``."""
         return ":".join((self.prefix, kind, *parts))
 
+    def bucket(self, client_id: str) -> int:
+        """The key bucket of a client."""
+        return client_hash(client_id) % self.buckets
+
+    def bucket_key(self, bucket: int, kind: str, *parts: str) -> str:
+        """A key of one bucket: ``{prefix}:{<bucket>}:{kind}:{part}:...`` (one cluster slot)."""
+        return ":".join((self._all[bucket], kind, *parts))
+
+    def client_key(self, client_id: str, kind: str, *parts: str) -> str:
+        """A key in the client's bucket."""
+        return self.bucket_key(self.bucket(client_id), kind, *parts)
+
+    def _p_key_buckets(self, p_key: str, client_id: str | None) -> list[int]:
+        """Where a question may be: its client's bucket, or the one its p-key names; a p-key not
+        made by chat_ws (tests, old layouts) is looked for in every bucket."""
+        if client_id is not None:
+            return [self.bucket(client_id)]
+        found = p_key_hash(p_key)
+        if found is not None:
+            return [found % self.buckets]
+        return list(range(self.buckets))
+
+    # ------------------------------------------------------------------ plumbing
     def _state(self) -> LoopState:
         return self._connections.state()
 
-    @property
-    def redis(self) -> Any:
-        """The Redis client of the running event loop (typed Any: redis-py's replies are unions)."""
-        return self._state().client
-
-    def _run(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        """One script call on the pipelined connection (an awaitable of its reply).
-
-        Calls on that connection raise StoreUnavailable themselves; only methods that use
-        redis-py (``self.redis``) need ``@unavailable``.
-        """
+    def _run(self, source: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        """One script call on the pipelined connection (an awaitable of its reply); its calls
+        raise StoreUnavailable themselves."""
         return self._state().fast.evalsha(_script(source), keys, args)
 
-    def _call(self, *args: Any) -> Any:
+    def _call(self, *args: Any) -> Awaitable[Any]:
         """One plain command on the pipelined connection (an awaitable of its reply)."""
         return self._state().fast.call(*args)
 
@@ -96,15 +136,20 @@ class RedisStore(BaseStore):
     def _questions(records: list[bytes] | None) -> list[Question]:
         return [question_from_json(r) for r in records or []]
 
+    def _question_keys(self, client_id: str) -> list[str]:
+        """cq, q, idx:q of the client's bucket (the order RESOLVE, TAKE_CLIENT expect)."""
+        b = self.bucket(client_id)
+        return [self.bucket_key(b, "cq", client_id), self.bucket_key(b, "q"), self.bucket_key(b, "idx", "q")]
+
     # ------------------------------------------------------------------ questions
     async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
+        b = self.bucket(question.client_id)
         keys = [
-            self.key("q", question.p_key),
-            self.key("cq", question.client_id),
-            self.key("cv", question.client_id, question.conversation),
-            self.key("idx", "q"),
-            self.key("seq"),
-            self.key("conn", question.client_id),
+            self.bucket_key(b, "q"),
+            self.bucket_key(b, "cq", question.client_id),
+            self.bucket_key(b, "idx", "q"),
+            self.bucket_key(b, "seq"),
+            self.bucket_key(b, "conn", question.client_id),
         ]
         args: list[Any] = [
             question_to_json(question),
@@ -130,55 +175,75 @@ class RedisStore(BaseStore):
     async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
         if not p_keys:
             return None
-        rec = await self._run(scripts.RESOLVE, [self.key("cq", client_id)], [self.prefix, *p_keys])
+        rec = await self._run(scripts.RESOLVE, self._question_keys(client_id), list(p_keys))
         return question_from_json(rec) if rec else None
 
-    async def take(self, p_key: str) -> Question | None:
-        rec = await self._run(scripts.TAKE, [], [self.prefix, p_key])
-        return question_from_json(rec) if rec else None
+    async def take(self, p_key: str, client_id: str | None = None) -> Question | None:
+        for b in self._p_key_buckets(p_key, client_id):
+            owner = client_id
+            if owner is None:
+                rec = await self._call("HGET", self.bucket_key(b, "q"), p_key)
+                if rec is None:
+                    continue
+                owner = question_from_json(rec).client_id
+            keys = [self.bucket_key(b, "q"), self.bucket_key(b, "idx", "q"), self.bucket_key(b, "cq", owner)]
+            rec = await self._run(scripts.TAKE, keys, [p_key, owner])
+            return question_from_json(rec) if rec else None
+        return None
 
     async def take_client(self, client_id: str, *, only_fail_fast: bool = False) -> list[Question]:
-        records = await self._run(
-            scripts.TAKE_CLIENT, [self.key("cq", client_id)], [self.prefix, int(only_fail_fast)]
-        )
+        records = await self._run(scripts.TAKE_CLIENT, self._question_keys(client_id), [int(only_fail_fast)])
         return self._questions(records)
 
-    async def get_question(self, p_key: str) -> Question | None:
-        rec = await self._call("GET", self.key("q", p_key))
-        return question_from_json(rec) if rec else None
+    async def get_question(self, p_key: str, client_id: str | None = None) -> Question | None:
+        for b in self._p_key_buckets(p_key, client_id):
+            rec = await self._call("HGET", self.bucket_key(b, "q"), p_key)
+            if rec is not None:
+                question = question_from_json(rec)
+                return question if client_id is None or question.client_id == client_id else None
+        return None
 
-    async def _load(self, p_keys: list[bytes]) -> list[Question]:
-        if not p_keys:
+    async def client_questions(self, client_id: str) -> list[Question]:
+        b = self.bucket(client_id)
+        members = await self._call("ZRANGE", self.bucket_key(b, "cq", client_id), 0, -1)
+        if not members:
             return []
-        records = await self.redis.mget([self.key("q", k.decode()) for k in p_keys])
+        records = await self._call("HMGET", self.bucket_key(b, "q"), *members)
         return sorted(self._questions([r for r in records if r]), key=lambda q: q.seq)
 
-    @unavailable
-    async def client_questions(self, client_id: str) -> list[Question]:
-        return await self._load(await self.redis.zrange(self.key("cq", client_id), 0, -1))
-
-    @unavailable
     async def pending(
         self, client_id: str | None = None, conversation: str | None = None
     ) -> list[Question]:
-        if client_id is not None and conversation is not None:
-            members = await self.redis.zrange(self.key("cv", client_id, conversation), 0, -1)
-        elif client_id is not None:
-            members = await self.redis.zrange(self.key("cq", client_id), 0, -1)
+        if client_id is not None:
+            found = await self.client_questions(client_id)
         else:
-            members = await self.redis.zrange(self.key("idx", "q"), 0, -1)
-        found = await self._load(members)
+            rows = await _each(self._call("HVALS", self.bucket_key(b, "q")) for b in range(self.buckets))
+            found = sorted(
+                (q for row in rows for q in self._questions(row)), key=lambda q: (q.asked_at, q.seq)
+            )
         return [q for q in found if conversation is None or q.conversation == conversation]
 
     async def expired_questions(self, now: float, limit: int = 1000) -> list[Question]:
-        records = await self._run(
-            scripts.EXPIRED, [self.key("idx", "q")], [self.prefix, repr(now), limit]
-        )
-        return self._questions(records)
+        out: list[Question] = []
+        for b in range(self.buckets):  # one bucket at a time: stop once limit are taken
+            if len(out) >= limit:
+                break
+            records = await self._run(
+                scripts.EXPIRED,
+                [self.bucket_key(b, "idx", "q"), self.bucket_key(b, "q")],
+                [repr(now), limit - len(out)],
+            )
+            out.extend(self._questions(records))
+        return out
 
     # ------------------------------------------------------------------ presence
     def _presence_keys(self, client_id: str) -> list[str]:
-        return [self.key("conn", client_id), self.key("idx", "seen"), self.key("idx", "closed")]
+        b = self.bucket(client_id)
+        return [
+            self.bucket_key(b, "conn", client_id),
+            self.bucket_key(b, "idx", "seen"),
+            self.bucket_key(b, "idx", "closed"),
+        ]
 
     @staticmethod
     def _connection(client_id: str, fields: dict[bytes, bytes] | list[bytes]) -> Connection | None:
@@ -210,10 +275,11 @@ class RedisStore(BaseStore):
     async def connect_client(
         self, client_id: str, server_id: str, channel_name: str, now: float
     ) -> tuple[Connection | None, list[Question]]:
+        b = self.bucket(client_id)
         prev, records = await self._run(
             scripts.CONNECT,
-            [*self._presence_keys(client_id), self.key("cq", client_id)],
-            [client_id, server_id, channel_name, repr(now), self._open_ttl_ms(), self.prefix],
+            [*self._presence_keys(client_id), self.bucket_key(b, "cq", client_id), self.bucket_key(b, "q")],
+            [client_id, server_id, channel_name, repr(now), self._open_ttl_ms()],
         )
         return self._connection(client_id, prev), self._questions(records)  # in seq order (ZRANGE)
 
@@ -234,45 +300,50 @@ class RedisStore(BaseStore):
         return bool(done)
 
     async def mark_alive_sent(self, client_id: str, now: float) -> None:
-        await self._run(scripts.MARK_ALIVE_SENT, [self.key("conn", client_id)], [repr(now)])
+        await self._run(scripts.MARK_ALIVE_SENT, [self.client_key(client_id, "conn", client_id)], [repr(now)])
 
     async def connection(self, client_id: str) -> Connection | None:
-        return self._connection(client_id, await self._call("HGETALL", self.key("conn", client_id)))
+        return self._connection(client_id, await self._call("HGETALL", self.client_key(client_id, "conn", client_id)))
 
-    @unavailable
     async def connections(self) -> list[Connection]:
-        ids = await self.redis.zrange(self.key("idx", "seen"), 0, -1)
-        ids += await self.redis.zrange(self.key("idx", "closed"), 0, -1)
-        if not ids:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for cid in ids:
-                pipe.hgetall(self.key("conn", cid.decode()))
-            rows = await pipe.execute()
-        found = (self._connection(cid.decode(), row) for cid, row in zip(ids, rows))
-        return [c for c in found if c is not None]
+        ids: list[str] = []
+        for members in await _each(
+            self._call("ZRANGE", self.bucket_key(b, "idx", index), 0, -1)
+            for b in range(self.buckets)
+            for index in ("seen", "closed")
+        ):
+            ids.extend(self._names(members))
+        return await self.get_connections(ids)
 
-    @unavailable
+    async def _index_range(
+        self, index: str, low: str, high: str, limit: int
+    ) -> list[tuple[float, str]]:
+        """(score, member) of every bucket's index between low and high, lowest first, at most limit."""
+        rows = await _each(
+            self._call(
+                "ZRANGEBYSCORE", self.bucket_key(b, "idx", index), low, high, "WITHSCORES", "LIMIT", 0, limit
+            )
+            for b in range(self.buckets)
+        )
+        merged = heapq.merge(
+            *([(float(row[i + 1]), row[i].decode()) for i in range(0, len(row), 2)] for row in rows)
+        )
+        return [pair for pair, _ in zip(merged, range(limit))]
+
     async def silent_since(self, before: float, limit: int = 1000) -> list[str]:
-        ids = await self.redis.zrangebyscore(
-            self.key("idx", "seen"), "-inf", f"({before!r}", start=0, num=limit
-        )
-        return [i.decode() for i in ids]
+        return [cid for _, cid in await self._index_range("seen", "-inf", f"({before!r}", limit)]
 
-    @unavailable
     async def closed_since(self, before: float, limit: int = 1000) -> list[str]:
-        ids = await self.redis.zrangebyscore(
-            self.key("idx", "closed"), "-inf", f"({before!r}", start=0, num=limit
-        )
-        return [i.decode() for i in ids]
+        return [cid for _, cid in await self._index_range("closed", "-inf", f"({before!r}", limit)]
 
     async def forget_client(
         self, client_id: str, claims: Sequence[str] = (), *, only_if_absent: bool = False
     ) -> tuple[list[Question], str | None] | None:
+        cq, q, idx = self._question_keys(client_id)
         forgotten = await self._run(
             scripts.FORGET,
-            [self.key("cq", client_id), *self._presence_keys(client_id), *(self.key("claim", c) for c in claims)],
-            [self.prefix, client_id, int(only_if_absent)],
+            [cq, *self._presence_keys(client_id), q, idx, *(self._claim_key(c, client_id) for c in claims)],
+            [client_id, int(only_if_absent)],
         )
         if forgotten is None:
             return None
@@ -280,6 +351,11 @@ class RedisStore(BaseStore):
         return self._questions(records), channel_name.decode() if channel_name is not None else None
 
     # ------------------------------------------------------------------ coordination
+    def _claim_key(self, name: str, client_id: str | None) -> str:
+        if client_id is None:
+            return self.key("claim", name)
+        return self.client_key(client_id, "claim", name)
+
     async def acquire_lock(self, name: str, owner: str, ttl: float) -> bool:
         done = await self._call("SET", self.key("lock", name), owner, "NX", "PX", int(ttl * 1000))
         return bool(done)
@@ -287,8 +363,8 @@ class RedisStore(BaseStore):
     async def release_lock(self, name: str, owner: str) -> None:
         await self._run(scripts.RELEASE_LOCK, [self.key("lock", name)], [owner])
 
-    async def claim(self, name: str, owner: str, ttl: float) -> str:
-        holder = await self._run(scripts.CLAIM, [self.key("claim", name)], [owner, int(ttl * 1000)])
+    async def claim(self, name: str, owner: str, ttl: float, *, client_id: str | None = None) -> str:
+        holder = await self._run(scripts.CLAIM, [self._claim_key(name, client_id)], [owner, int(ttl * 1000)])
         return holder.decode() if isinstance(holder, bytes) else str(holder)
 
     async def admit_socket(self, name: str, member: str, *, limit: int, now: float, max_age: float) -> bool:
@@ -313,13 +389,37 @@ class RedisStore(BaseStore):
         return value.decode() if value is not None else None
 
     async def publish(self, server_id: str, event: dict[str, Any]) -> int:
-        return int(await self._call("PUBLISH", self.key("srv", server_id), json.dumps(event)))
+        command = "SPUBLISH" if self.cluster else "PUBLISH"
+        return int(await self._call(command, self.key("srv", server_id), json.dumps(event)))
 
     async def subscribe(self, server_id: str, callback: SettlementCallback) -> None:
         await self._connections.subscribe(self.key("srv", server_id), callback)
 
     async def check(self) -> bool:
-        return bool(await self._call("PING"))
+        fast = self._state().fast
+        if isinstance(fast, ClusterConnection):
+            await _each(fast.call_node(name, "PING") for name in await fast.masters())
+            return True
+        return bool(await fast.call("PING"))
+
+    async def nodes(self) -> list[NodeStats]:
+        """Per Redis server (each master of a cluster): its address, keys and commands served."""
+        fast = self._state().fast
+        if isinstance(fast, ClusterConnection):
+            names = await fast.masters()
+            calls: list[Awaitable[Any]] = [
+                fast.call_node(n, *cmd) for n in names for cmd in (("DBSIZE",), ("INFO", "stats"))
+            ]
+        else:
+            names = [f"{fast.address.host}:{fast.address.port}"]
+            calls = [fast.call("DBSIZE"), fast.call("INFO", "stats")]
+        replies = await _each(calls)
+        out = []
+        for i, name in enumerate(names):
+            keys, info = replies[2 * i], replies[2 * i + 1]
+            fields = dict(line.split(":", 1) for line in info.decode().splitlines() if ":" in line)
+            out.append(NodeStats(node=name, keys=int(keys), commands=int(fields.get("total_commands_processed", 0))))
+        return out
 
     async def close(self) -> None:
         """Stop this loop's listener and close its connections."""
@@ -332,14 +432,8 @@ class RedisStore(BaseStore):
     def _names(members: Any) -> list[str]:
         return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
-    @unavailable
     async def get_connections(self, client_ids: list[str]) -> list[Connection]:
-        if not client_ids:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for client_id in client_ids:
-                pipe.hgetall(self.key("conn", client_id))
-            rows = await pipe.execute()
+        rows = await _each(self._call("HGETALL", self.client_key(cid, "conn", cid)) for cid in client_ids)
         found = (self._connection(cid, row) for cid, row in zip(client_ids, rows))
         return [c for c in found if c is not None]
 
@@ -354,94 +448,114 @@ class RedisStore(BaseStore):
         )
         return bool(done)
 
-    @unavailable
     async def seen_since(self, after: float, limit: int = 1000) -> list[Connection]:
         low = f"({after!r}"
-        ids = self._names(
-            await self.redis.zrangebyscore(self.key("idx", "seen"), low, "+inf", start=0, num=limit)
-        )
+        ids = [cid for _, cid in await self._index_range("seen", low, "+inf", limit)]
         # closed_at >= last_seen, so a closed record heard from after `after` closed after it too
-        ids += self._names(
-            await self.redis.zrangebyscore(self.key("idx", "closed"), low, "+inf", start=0, num=limit)
-        )
+        ids += [cid for _, cid in await self._index_range("closed", low, "+inf", limit)]
         records = await self.get_connections(ids)
         found = sorted((c for c in records if c.last_seen > after), key=lambda c: c.last_seen)
         return found[:limit]
 
-    @unavailable
     async def count_expired(self, now: float) -> int:
-        return int(await self.redis.zcount(self.key("idx", "q"), "-inf", repr(now)))
+        counts = await _each(
+            self._call("ZCOUNT", self.bucket_key(b, "idx", "q"), "-inf", repr(now)) for b in range(self.buckets)
+        )
+        return sum(int(c) for c in counts)
+
+    async def _question_pages(self, bucket: int) -> list[tuple[list[str], float | None]]:
+        """Every page of one bucket's questions: (client-ids, oldest asked_at)."""
+        pages = []
+        start = 0
+        while True:
+            examined, clients, oldest = await self._run(
+                scripts.QUESTION_PAGE,
+                [self.bucket_key(bucket, "idx", "q"), self.bucket_key(bucket, "q")],
+                [start, start + self.SCAN_PAGE - 1],
+            )
+            pages.append((self._names(clients), float(oldest) if oldest is not None else None))
+            if examined < self.SCAN_PAGE:
+                return pages
+            start += self.SCAN_PAGE
 
     async def orphaned_clients(self, limit: int = 1000) -> list[str]:
-        found: list[str] = []
-        start = 0
-        while len(found) < limit:
-            examined, orphans = await self._run(
-                scripts.ORPHANED_CLIENTS,
-                [self.key("idx", "q")],
-                [self.prefix, start, start + self.SCAN_PAGE - 1],
-            )
-            for raw in orphans:
-                client_id = raw.decode()
-                if client_id not in found:
-                    found.append(client_id)
-            if examined < self.SCAN_PAGE:
+        found: dict[str, None] = {}
+        for b in range(self.buckets):
+            if len(found) >= limit:
                 break
-            start += self.SCAN_PAGE
-        return found[:limit]
+            candidates = list(
+                dict.fromkeys(cid for clients, _ in await self._question_pages(b) for cid in clients)
+            )
+            present = await _each(self._call("EXISTS", self.bucket_key(b, "conn", c)) for c in candidates)
+            for client_id, exists in zip(candidates, present):
+                if not exists:
+                    found[client_id] = None
+        return list(found)[:limit]
 
     async def take_orphaned(self, client_id: str) -> list[Question]:
+        cq, q, idx = self._question_keys(client_id)
         records = await self._run(
-            scripts.TAKE_ORPHANED,
-            [self.key("cq", client_id), self.key("conn", client_id)],
-            [self.prefix],
+            scripts.TAKE_ORPHANED, [cq, self.client_key(client_id, "conn", client_id), q, idx], []
         )
         return self._questions(records)
 
     async def prune_indexes(self, *, remove: bool = True) -> int:
-        total = 0
-        for index, kind in (("seen", "conn"), ("closed", "conn"), ("q", "q")):
-            start = 0
-            while True:
-                examined, dead = await self._run(
-                    scripts.PRUNE,
-                    [self.key("idx", index)],
-                    [self.prefix, kind, start, start + self.SCAN_PAGE - 1, int(remove)],
-                )
-                total += dead
-                if examined < self.SCAN_PAGE:
-                    break
-                start += self.SCAN_PAGE - (dead if remove else 0)
-        return total
+        counts = await _each(self._prune_bucket(b, remove) for b in range(self.buckets))
+        return sum(counts)
 
-    @unavailable
-    async def stats(self) -> StoreStats:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.key("idx", "seen"))
-            pipe.zcard(self.key("idx", "closed"))
-            pipe.zcard(self.key("idx", "q"))
-            open_count, closed_count, questions = await pipe.execute()
-        oldest: float | None = None
+    async def _prune_bucket(self, b: int, remove: bool) -> int:
+        total = 0
+        for index in ("seen", "closed"):
+            members = self._names(await self._call("ZRANGE", self.bucket_key(b, "idx", index), 0, -1))
+            present = await _each(self._call("EXISTS", self.bucket_key(b, "conn", m)) for m in members)
+            dead = [m for m, exists in zip(members, present) if not exists]
+            if remove:
+                removed = await _each(
+                    self._run(
+                        scripts.PRUNE_MEMBER,
+                        [self.bucket_key(b, "idx", index), self.bucket_key(b, "conn", m)],
+                        [m],
+                    )
+                    for m in dead
+                )
+                total += sum(int(r) for r in removed)
+            else:
+                total += len(dead)
         start = 0
-        while questions:
-            examined, found = await self._run(
-                scripts.OLDEST_ASKED,
-                [self.key("idx", "q")],
-                [self.prefix, start, start + self.SCAN_PAGE - 1],
+        while True:
+            examined, dead_q = await self._run(
+                scripts.PRUNE_QUESTIONS,
+                [self.bucket_key(b, "idx", "q"), self.bucket_key(b, "q")],
+                [start, start + self.SCAN_PAGE - 1, int(remove)],
             )
-            if found is not None:
-                value = float(found)
-                oldest = value if oldest is None else min(oldest, value)
+            total += dead_q
             if examined < self.SCAN_PAGE:
                 break
-            start += self.SCAN_PAGE
+            start += self.SCAN_PAGE - (dead_q if remove else 0)
+        return total
+
+    async def stats(self) -> StoreStats:
+        counts = await _each(
+            self._call("ZCARD", self.bucket_key(b, "idx", index))
+            for b in range(self.buckets)
+            for index in ("seen", "closed", "q")
+        )
+        open_count = sum(int(c) for c in counts[0::3])
+        closed_count = sum(int(c) for c in counts[1::3])
+        questions = sum(int(c) for c in counts[2::3])
+        oldest: float | None = None
+        if questions:
+            busy = [b for b in range(self.buckets) if int(counts[3 * b + 2])]
+            for pages in await _each(self._question_pages(b) for b in busy):
+                for _, found in pages:
+                    if found is not None:
+                        oldest = found if oldest is None else min(oldest, found)
         return StoreStats(
-            open_connections=int(open_count),
-            closed_connections=int(closed_count),
-            questions=int(questions),
+            open_connections=open_count,
+            closed_connections=closed_count,
+            questions=questions,
             oldest_asked_at=oldest,
         )
 
     async def delete_value(self, name: str) -> None:
         await self._call("DEL", self.key("val", name))
-

@@ -1,5 +1,11 @@
-"""Redis connections of the Redis store, per event loop: the pipelined connection of the hot path,
-a redis-py client for listings and pub/sub, and the settlement listener.
+"""Redis connections of the Redis store, per event loop: the pipelined connection of the hot path
+(one server, or one per master of a Redis Cluster), a redis-py client for the settlement listener's
+pub/sub, and that listener.
+
+On Redis Cluster the listener uses sharded pub/sub (``SSUBSCRIBE`` on the master that owns the
+channel's slot; Redis >= 7): a notice goes to that one shard, where plain ``PUBLISH`` is copied to
+every node of the cluster. When the slot moves, the node ends the subscription (``sunsubscribe``)
+and the listener subscribes again on the new owner.
 
 Connections belong to the loop that made them; async_to_sync (admin, commands, Celery) makes
 short-lived loops, so each loop gets its own, closed with the loop. This is the one module that
@@ -21,6 +27,7 @@ import redis.asyncio as aioredis
 from chat_ws.exceptions import StoreUnavailable
 from chat_ws.redis_policy import network_errors, reconnect_delay, retry_options
 from chat_ws.store.base import SettlementCallback
+from chat_ws.store.cluster import ClusterConnection
 from chat_ws.store.resp import RespConnection, Script
 
 logger = logging.getLogger(__name__)
@@ -29,6 +36,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 NETWORK_ERRORS = network_errors()
 SUBSCRIBE_ERRORS: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *NETWORK_ERRORS)
+LISTEN_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable, *NETWORK_ERRORS)
 
 
 def unavailable(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -47,17 +55,38 @@ def unavailable(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Corout
 class LoopState:
     """The connections and settlement listener of one event loop."""
 
-    def __init__(self, url: str, pool_size: int, timeout: float, max_in_flight: int) -> None:
-        self.fast = RespConnection(url, timeout=timeout, max_in_flight=max_in_flight)
+    def __init__(self, url: str, pool_size: int, timeout: float, max_in_flight: int, cluster: bool) -> None:
+        self.fast: RespConnection | ClusterConnection
+        if cluster:
+            self.fast = ClusterConnection(url, timeout=timeout, max_in_flight=max_in_flight)
+        else:
+            self.fast = RespConnection(url, timeout=timeout, max_in_flight=max_in_flight)
+        self.cluster = cluster
+        self.url = url
+        self.pool_size = pool_size
+        self.client = self._client(url)
+        self.listener: asyncio.Task[None] | None = None
+
+    def _client(self, url: str) -> aioredis.Redis:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
-            max_connections=pool_size,
+            max_connections=self.pool_size,
             timeout=10,
             health_check_interval=30,
             **retry_options(),
         )
-        self.client = aioredis.Redis(connection_pool=pool)
-        self.listener: asyncio.Task[None] | None = None
+        return aioredis.Redis(connection_pool=pool)
+
+    async def pubsub_client(self, channel: str) -> aioredis.Redis:
+        """The redis-py client to subscribe to channel with: on a cluster, one for the master
+        that owns the channel's slot (replacing the previous one)."""
+        if not isinstance(self.fast, ClusterConnection):
+            return self.client
+        node = self.fast.node_url(await self.fast.node_for(channel))
+        if self.url != node:
+            await self.client.aclose()
+            self.url, self.client = node, self._client(node)
+        return self.client
 
     async def close(self) -> None:
         """Stop the listener and close the connections."""
@@ -75,8 +104,9 @@ class LoopState:
 class LoopConnections:
     """A LoopState per running event loop."""
 
-    def __init__(self, url: str, pool_size: int, timeout: float, max_in_flight: int) -> None:
+    def __init__(self, url: str, pool_size: int, timeout: float, max_in_flight: int, cluster: bool = False) -> None:
         self.url = url
+        self.cluster = cluster
         self.pool_size = pool_size
         self.timeout = timeout
         self.max_in_flight = max_in_flight
@@ -89,7 +119,9 @@ class LoopConnections:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            state = self._loops[loop] = LoopState(self.url, self.pool_size, self.timeout, self.max_in_flight)
+            state = self._loops[loop] = LoopState(
+                self.url, self.pool_size, self.timeout, self.max_in_flight, self.cluster
+            )
             self._close_with_loop(loop)
         return state
 
@@ -136,9 +168,14 @@ class LoopConnections:
     ) -> None:
         failures = 0
         while True:
-            pubsub = state.client.pubsub(ignore_subscribe_messages=True)
+            pubsub: Any = None
             try:
-                await pubsub.subscribe(channel)
+                client = await state.pubsub_client(channel)
+                pubsub = client.pubsub()
+                if state.cluster:
+                    await pubsub.ssubscribe(channel)
+                else:
+                    await pubsub.subscribe(channel)
                 if not ready.done():
                     ready.set_result(None)
                 elif failures:
@@ -146,11 +183,14 @@ class LoopConnections:
                     await _call(callback, {"event": "resubscribed"})
                 failures = 0
                 async for item in pubsub.listen():
-                    if item.get("type") == "message":
+                    kind = item.get("type")
+                    if kind in ("message", "smessage"):
                         await _call(callback, json.loads(item["data"]))
+                    elif kind in ("unsubscribe", "sunsubscribe"):  # the slot moved to another master
+                        raise StoreUnavailable(f"the subscription to {channel} ended ({kind})")
             except asyncio.CancelledError:
                 raise
-            except NETWORK_ERRORS as exc:
+            except LISTEN_ERRORS as exc:
                 if not ready.done():
                     ready.set_exception(exc)
                     return
@@ -164,7 +204,8 @@ class LoopConnections:
                 await asyncio.sleep(reconnect_delay(failures))
             finally:
                 try:
-                    await pubsub.aclose()
+                    if pubsub is not None:
+                        await pubsub.aclose()
                 except Exception:  # the connection may already be gone
                     pass
 

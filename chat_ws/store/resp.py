@@ -26,7 +26,7 @@ import logging
 import ssl
 import time
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 
 import hiredis
 
@@ -58,6 +58,7 @@ class Address:
     def __init__(self, url: str) -> None:
         parsed = urlparse(url)
         query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        self.query = urlencode({k: v for k, v in query.items() if k not in ("db", "password")})
         self.scheme = parsed.scheme
         if self.scheme not in ("redis", "rediss", "unix"):
             raise ConfigurationError(f"unsupported Redis URL scheme {parsed.scheme!r}")
@@ -77,6 +78,16 @@ class Address:
                 self.ssl.check_hostname = False
                 self.ssl.verify_mode = ssl.CERT_NONE
 
+    def with_endpoint(self, host: str, port: int) -> str:
+        """A URL for another node of the same deployment (a cluster master): same scheme,
+        credentials and TLS options."""
+        auth = ""
+        if self.password is not None:
+            user = quote(self.username or "", safe="")
+            auth = f"{user}:{quote(self.password, safe='')}@"
+        query = f"?{self.query}" if self.query else ""
+        return f"{self.scheme}://{auth}{host}:{port}{query}"
+
     def handshake(self) -> list[tuple[Any, ...]]:
         """Commands sent first on every new connection."""
         out: list[tuple[Any, ...]] = []
@@ -85,6 +96,12 @@ class Address:
         if self.db:
             out.append(("SELECT", self.db))
         return out
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a reply nobody awaits as read (its failure shows in the call after it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class _Call:
@@ -198,6 +215,13 @@ class RespConnection:
                 raise
         await self.call("SCRIPT", "LOAD", script.source, timeout=timeout)
         return await self.call("EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout)
+
+    async def call_asking(self, args: tuple[Any, ...], *, timeout: float | None = None) -> Any:
+        """``ASKING`` and then the command, adjacent on the wire (a cluster slot in migration)."""
+        proto = await self._connected()
+        asking = self._send(proto, ("ASKING",), timeout)
+        asking.add_done_callback(_retrieved)
+        return await self._send(proto, args, timeout)
 
     def _send(self, proto: _Protocol, args: tuple[Any, ...], timeout: float | None) -> asyncio.Future[Any]:
         future = self.loop.create_future()

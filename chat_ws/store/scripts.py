@@ -1,80 +1,126 @@
 """Lua scripts of the Redis store: every multi-key change is one atomic script call.
 
-Key names are built by RedisStore.key(); scripts that must reach a key derived from a record
-(the conversation index) build it from the prefix passed in ARGV, so the store needs one Redis
-server (not Redis Cluster), as channels-redis's own group scripts do.
+Every key a script touches arrives in ``KEYS`` (RedisStore builds the names), and all of one
+call's keys share one hash slot: they belong to one key bucket (``{prefix}:{<bucket>}:...``), the
+bucket of one client. So the same scripts run on one Redis server and on Redis Cluster.
+
+Keys of bucket ``b`` (``B`` = ``{prefix}:{b}``):
+  B:q              hash   p-key -> question record (JSON)
+  B:idx:q          zset   p-key -> expires_at
+  B:seq            string the bucket's question counter (orders one client's questions)
+  B:idx:seen       zset   client-id -> last_seen of open clients
+  B:idx:closed     zset   client-id -> closed_at of clients in their reconnect grace
+  B:conn:<client>  hash   presence record (TTL)
+  B:cq:<client>    zset   p-key -> seq of the client's questions (TTL)
+  B:claim:<name>   string a binding of the client (TTL)
+
+A question taken by the expiry sweep leaves its p-key in the client's ``cq`` (that key is not the
+sweep's to name); every script that reads ``cq`` drops members whose record is gone.
 """
 
-# Shared Lua helper: remove one question and its index entries; return its record or false.
+# Shared Lua helper: remove one question from the bucket hash, the bucket index and the client's
+# index; return its record or false.   q, idx, cq: key names; pk: the p-key
 _TAKE = """
-local function take(prefix, pk)
-  local qkey = prefix .. ':q:' .. pk
-  local rec = redis.call('GET', qkey)
-  redis.call('ZREM', prefix .. ':idx:q', pk)
+local function take(q, idx, cq, pk)
+  local rec = redis.call('HGET', q, pk)
+  redis.call('ZREM', idx, pk)
+  if cq then redis.call('ZREM', cq, pk) end
   if not rec then return false end
-  local r = cjson.decode(rec)
-  redis.call('DEL', qkey)
-  redis.call('ZREM', prefix .. ':cq:' .. r['client_id'], pk)
-  redis.call('ZREM', prefix .. ':cv:' .. r['client_id'] .. ':' .. r['conversation'], pk)
+  redis.call('HDEL', q, pk)
   return rec
 end
 """
 
-# KEYS: q, cq, cv, idx:q, seq, conn   ARGV: record-json, p_key, expires_at, ttl_ms, max_pending, mode
+# Shared Lua helper: the members of cq whose record is still in q, in seq order; prunes the rest.
+_LIVE = """
+local function live(q, cq)
+  local members = redis.call('ZRANGE', cq, 0, -1)
+  if #members == 0 then return {}, {} end
+  local recs = redis.call('HMGET', q, unpack(members))
+  local pks, out = {}, {}
+  for i, pk in ipairs(members) do
+    if recs[i] then
+      table.insert(pks, pk)
+      table.insert(out, recs[i])
+    else
+      redis.call('ZREM', cq, pk)
+    end
+  end
+  return pks, out
+end
+"""
+
+# KEYS: q, cq, idx:q, seq, conn   ARGV: record-json, p_key, expires_at, ttl_ms, max_pending, mode
 # The question is stored only for a known client (mode "fail": only a connected one): returns
-# {state, seq} where state is 'open', 'closed' or 'none' (seq false when not stored).
-ADD_QUESTION = """
+# {state, seq} where state is 'open', 'closed', 'none' or 'full' (seq false when not stored).
+ADD_QUESTION = (
+    _LIVE
+    + """
 local state = 'open'
-if redis.call('EXISTS', KEYS[6]) == 0 then
+if redis.call('EXISTS', KEYS[5]) == 0 then
   state = 'none'
-elseif redis.call('HEXISTS', KEYS[6], 'closed_at') == 1 then
+elseif redis.call('HEXISTS', KEYS[5], 'closed_at') == 1 then
   state = 'closed'
 end
 if state == 'none' or (state == 'closed' and ARGV[6] == 'fail') then return {state, false} end
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return {'full', false} end
-local seq = redis.call('INCR', KEYS[5])
+local max = tonumber(ARGV[5])
+if redis.call('ZCARD', KEYS[2]) >= max then
+  local pks = live(KEYS[1], KEYS[2])
+  if #pks >= max then return {'full', false} end
+end
+local seq = redis.call('INCR', KEYS[4])
 local rec = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
-redis.call('SET', KEYS[1], rec, 'PX', ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[2], rec)
 redis.call('ZADD', KEYS[2], seq, ARGV[2])
-redis.call('ZADD', KEYS[3], seq, ARGV[2])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
-if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
 return {state, seq}
 """
+)
 
-# KEYS: cq   ARGV: prefix, p_key...
+# KEYS: cq, q, idx:q   ARGV: p_key...
+# The most recent of the client's questions whose p-key is among ARGV, removed and returned.
 RESOLVE = (
     _TAKE
     + """
 local want = {}
-for i = 2, #ARGV do want[ARGV[i]] = true end
+for i = 1, #ARGV do want[ARGV[i]] = true end
 local members = redis.call('ZREVRANGE', KEYS[1], 0, -1)
 for _, pk in ipairs(members) do
   if want[pk] then
-    local rec = take(ARGV[1], pk)
+    local rec = take(KEYS[2], KEYS[3], KEYS[1], pk)
     if rec then return rec end
-    redis.call('ZREM', KEYS[1], pk)
   end
 end
 return false
 """
 )
 
-# KEYS: none   ARGV: prefix, p_key
-TAKE = _TAKE + "\nreturn take(ARGV[1], ARGV[2])\n"
-
-# KEYS: cq   ARGV: prefix, only_fail_fast ("1"/"0")
-TAKE_CLIENT = (
+# KEYS: q, idx:q, cq   ARGV: p_key, client_id ('' when not known)
+# Removes the question only if it belongs to client_id (when given).
+TAKE = (
     _TAKE
     + """
+local rec = redis.call('HGET', KEYS[1], ARGV[1])
+if not rec then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return false
+end
+if ARGV[2] ~= '' and cjson.decode(rec)['client_id'] ~= ARGV[2] then return false end
+return take(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+"""
+)
+
+# KEYS: cq, q, idx:q   ARGV: only_fail_fast ("1"/"0")
+TAKE_CLIENT = (
+    _TAKE
+    + _LIVE
+    + """
 local out = {}
-for _, pk in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local rec = redis.call('GET', ARGV[1] .. ':q:' .. pk)
-  if not rec then
-    redis.call('ZREM', KEYS[1], pk)
-  elseif ARGV[2] ~= '1' or cjson.decode(rec)['on_disconnect'] == 'fail' then
-    local taken = take(ARGV[1], pk)
+local pks, recs = live(KEYS[2], KEYS[1])
+for i, pk in ipairs(pks) do
+  if ARGV[1] ~= '1' or cjson.decode(recs[i])['on_disconnect'] == 'fail' then
+    local taken = take(KEYS[2], KEYS[3], KEYS[1], pk)
     if taken then table.insert(out, taken) end
   end
 end
@@ -82,13 +128,13 @@ return out
 """
 )
 
-# KEYS: idx:q   ARGV: prefix, now, limit
+# KEYS: idx:q, q   ARGV: now, limit
 EXPIRED = (
     _TAKE
     + """
 local out = {}
-for _, pk in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])) do
-  local rec = take(ARGV[1], pk)
+for _, pk in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
+  local rec = take(KEYS[2], KEYS[1], false, pk)
   if rec then table.insert(out, rec) end
 end
 return out
@@ -107,16 +153,13 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 """
 OPEN = _OPEN + "return prev\n"
 
-# KEYS: conn, idx:seen, idx:closed, cq   ARGV: client_id, server_id, channel, now, ttl_ms, prefix
+# KEYS: conn, idx:seen, idx:closed, cq, q   ARGV: client_id, server_id, channel, now, ttl_ms
 # OPEN, then the client's pending question records in order: {previous record, {records...}}.
 CONNECT = (
     _OPEN
+    + _LIVE
     + """
-local out = {}
-for _, pk in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-  local rec = redis.call('GET', ARGV[6] .. ':q:' .. pk)
-  if rec then table.insert(out, rec) else redis.call('ZREM', KEYS[4], pk) end
-end
+local _, out = live(KEYS[5], KEYS[4])
 return {prev, out}
 """
 )
@@ -154,24 +197,26 @@ end
 return 1
 """
 
-# KEYS: cq, conn, idx:seen, idx:closed, claims...   ARGV: prefix, client_id, only_if_absent ('1'/'0')
+# KEYS: cq, conn, idx:seen, idx:closed, q, idx:q, claims...   ARGV: client_id, only_if_absent ('1'/'0')
 # Returns {channel of its open socket or false, taken questions}, or false when only_if_absent and
 # the client has a record again.
 FORGET = (
     _TAKE
+    + _LIVE
     + """
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return false end
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return false end
 local channel = false
 if redis.call('HEXISTS', KEYS[2], 'closed_at') == 0 then channel = redis.call('HGET', KEYS[2], 'channel_name') end
 local out = {}
-for _, pk in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local taken = take(ARGV[1], pk)
+local pks = live(KEYS[5], KEYS[1])
+for _, pk in ipairs(pks) do
+  local taken = take(KEYS[5], KEYS[6], false, pk)
   if taken then table.insert(out, taken) end
 end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('ZREM', KEYS[4], ARGV[2])
-for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+for i = 7, #KEYS do redis.call('DEL', KEYS[i]) end
 return {channel, out}
 """
 )
@@ -218,64 +263,61 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
-# KEYS: idx:q   ARGV: prefix, start, stop
-# Returns {members examined, client-ids of those questions that have no presence record}.
-ORPHANED_CLIENTS = """
-local members = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3])
-local out, seen = {}, {}
-for _, pk in ipairs(members) do
-  local rec = redis.call('GET', ARGV[1] .. ':q:' .. pk)
-  if rec then
-    local cid = cjson.decode(rec)['client_id']
-    if not seen[cid] then
-      seen[cid] = true
-      if redis.call('EXISTS', ARGV[1] .. ':conn:' .. cid) == 0 then table.insert(out, cid) end
-    end
-  end
-end
-return {#members, out}
-"""
-
-# KEYS: cq, conn   ARGV: prefix
+# KEYS: cq, conn, q, idx:q
 TAKE_ORPHANED = (
     _TAKE
+    + _LIVE
     + """
 if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
 local out = {}
-for _, pk in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local taken = take(ARGV[1], pk)
-  if taken then table.insert(out, taken) else redis.call('ZREM', KEYS[1], pk) end
+local pks = live(KEYS[3], KEYS[1])
+for _, pk in ipairs(pks) do
+  local taken = take(KEYS[3], KEYS[4], KEYS[1], pk)
+  if taken then table.insert(out, taken) end
 end
 return out
 """
 )
 
-# KEYS: index   ARGV: prefix, record kind ('conn'|'q'), start, stop, remove ('1'|'0')
+# KEYS: index, conn   ARGV: client_id
+# Drops one presence-index member whose record is gone (re-checked here: it may be back).
+PRUNE_MEMBER = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
+# KEYS: idx:q, q   ARGV: start, stop, remove ('1'|'0')
 # Returns {members examined, members whose record is gone}.
-PRUNE = """
-local members = redis.call('ZRANGE', KEYS[1], ARGV[3], ARGV[4])
+PRUNE_QUESTIONS = """
+local members = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2])
 local dead = 0
-for _, m in ipairs(members) do
-  if redis.call('EXISTS', ARGV[1] .. ':' .. ARGV[2] .. ':' .. m) == 0 then
+for _, pk in ipairs(members) do
+  if redis.call('HEXISTS', KEYS[2], pk) == 0 then
     dead = dead + 1
-    if ARGV[5] == '1' then redis.call('ZREM', KEYS[1], m) end
+    if ARGV[3] == '1' then redis.call('ZREM', KEYS[1], pk) end
   end
 end
 return {#members, dead}
 """
 
-# KEYS: idx:q   ARGV: prefix, start, stop
-# Returns {members examined, smallest asked_at among them as a string, or false}.
-OLDEST_ASKED = """
-local members = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3])
-local oldest = false
-for _, pk in ipairs(members) do
-  local rec = redis.call('GET', ARGV[1] .. ':q:' .. pk)
-  if rec then
-    local asked = tonumber(cjson.decode(rec)['asked_at'])
-    if asked and (not oldest or asked < oldest) then oldest = asked end
+# KEYS: idx:q, q   ARGV: start, stop
+# Returns {members examined, {client-id of each of those questions}, smallest asked_at or false}.
+QUESTION_PAGE = """
+local members = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2])
+local clients, seen, oldest = {}, {}, false
+if #members > 0 then
+  for _, rec in ipairs(redis.call('HMGET', KEYS[2], unpack(members))) do
+    if rec then
+      local r = cjson.decode(rec)
+      if not seen[r['client_id']] then
+        seen[r['client_id']] = true
+        table.insert(clients, r['client_id'])
+      end
+      local asked = tonumber(r['asked_at'])
+      if asked and (not oldest or asked < oldest) then oldest = asked end
+    end
   end
 end
-if oldest then return {#members, string.format('%.6f', oldest)} end
-return {#members, false}
+if oldest then oldest = string.format('%.6f', oldest) end
+return {#members, clients, oldest}
 """

@@ -1,0 +1,247 @@
+"""Redis Cluster for the store's hot path: one auto-pipelined connection per master, routed by slot.
+
+The store's calls name their key first (a script its first key), and all keys of one call share a
+slot (chat_ws.store.scripts), so a call goes to exactly one master. This module keeps the slot map
+(``CLUSTER SLOTS``, read from the seed node or any node it has met), follows ``MOVED`` (the slot
+has moved: remember the new owner, refresh the map in the background) and ``ASK`` (the slot is
+migrating: send ``ASKING`` and the command to the named node, once), retries ``TRYAGAIN`` and
+``CLUSTERDOWN`` a few times with backoff, and loads scripts a node does not know.
+
+Per node, calls go through :class:`chat_ws.store.resp.RespConnection`, so each master gets the
+hot path's pipelining, deadlines and in-flight bound. redis-py's ``RedisCluster`` is the reference
+this module is tested against; it costs tens of microseconds of client CPU per call (see
+docs/benchmarks.md), which is why the hot path does not use it.
+
+A call that fails because a node is unreachable raises StoreUnavailable and marks the map stale:
+the next call reads the map again, so a failover is followed once the cluster has promoted a
+replica. Calls are not retried after a connection loss, since a script may already have run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+from redis.crc import key_slot
+
+from chat_ws.exceptions import ConfigurationError, StoreUnavailable
+from chat_ws.store.resp import Address, ReplyError, RespConnection, Script
+
+logger = logging.getLogger(__name__)
+
+SLOTS = 16384
+MAX_REDIRECTS = 5  # MOVED/ASK/TRYAGAIN replies followed for one call before it fails
+RETRY_DELAY = 0.05  # seconds before the first retry of TRYAGAIN/CLUSTERDOWN; doubles each time
+
+
+def slot_of(key: str | bytes) -> int:
+    """The hash slot of a key (hash tags honoured), as Redis Cluster computes it."""
+    return int(key_slot(key.encode() if isinstance(key, str) else key))
+
+
+def _node_name(host: str, port: int) -> str:
+    return f"{host}:{port}"
+
+
+class ClusterConnection:
+    """The store's pipelined connections to the masters of one Redis Cluster (per event loop).
+
+    Same calling interface as RespConnection: ``call(*args)`` routes by ``args[1]`` (the key or
+    channel; keyless commands go to any master), ``evalsha(script, keys, args)`` by ``keys[0]``.
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float = 10.0, max_in_flight: int = 10_000, connect_timeout: float = 5.0
+    ) -> None:
+        self.seed = Address(url)
+        if self.seed.db:
+            raise ConfigurationError("Redis Cluster has only database 0; drop the database from REDIS_URL")
+        self.url = url
+        self.timeout = timeout
+        self.max_in_flight = max_in_flight
+        self.connect_timeout = connect_timeout
+        self.loop = asyncio.get_running_loop()
+        self._nodes: dict[str, RespConnection] = {}
+        self._slots: list[str] | None = None
+        self._masters: list[str] = []
+        self._known: list[str] = [_node_name(self.seed.host, self.seed.port)]
+        self._refreshing: asyncio.Future[list[str]] | None = None
+        self._closed = False
+        self.refreshes = 0  # slot maps read so far
+
+    # ------------------------------------------------------------------ nodes
+    def node(self, name: str) -> RespConnection:
+        """The pipelined connection to one node ("host:port"), made on first use."""
+        conn = self._nodes.get(name)
+        if conn is None:
+            conn = self._nodes[name] = RespConnection(
+                self.node_url(name),
+                timeout=self.timeout,
+                max_in_flight=self.max_in_flight,
+                connect_timeout=self.connect_timeout,
+            )
+        return conn
+
+    def node_url(self, name: str) -> str:
+        """A URL for one node, with the seed's scheme, credentials and TLS options."""
+        host, _, port = name.rpartition(":")
+        return self.seed.with_endpoint(host, int(port))
+
+    async def masters(self) -> list[str]:
+        """The masters of the current slot map, in slot order."""
+        await self._slot_map()
+        return list(self._masters)
+
+    async def node_for(self, key: str) -> str:
+        """The master that owns key's slot."""
+        return (await self._slot_map())[slot_of(key)]
+
+    # ------------------------------------------------------------------ the slot map
+    async def _slot_map(self) -> list[str]:
+        if self._slots is not None:
+            return self._slots
+        return await self.refresh()
+
+    async def refresh(self) -> list[str]:
+        """Read the slot map (one read at a time; concurrent callers share it)."""
+        if self._closed:
+            raise StoreUnavailable("the Redis connection is closed")
+        if self._refreshing is None:
+            self._refreshing = self.loop.create_future()
+            task = self.loop.create_task(self._read_map())
+            task.add_done_callback(self._refreshed)
+        return await asyncio.shield(self._refreshing)
+
+    def _refreshed(self, task: asyncio.Task[list[str]]) -> None:
+        waiting, self._refreshing = self._refreshing, None
+        assert waiting is not None
+        if task.cancelled():
+            waiting.set_exception(StoreUnavailable("reading the cluster's slot map was cancelled"))
+        elif (exc := task.exception()) is not None:
+            waiting.set_exception(exc)
+            waiting.exception()  # every caller waiting on it raises it anyway
+        else:
+            waiting.set_result(task.result())
+
+    async def _read_map(self) -> list[str]:
+        errors: list[str] = []
+        for name in list(dict.fromkeys(self._known)):
+            try:
+                reply = await self.node(name).call("CLUSTER", "SLOTS", timeout=self.connect_timeout)
+            except (StoreUnavailable, ReplyError) as exc:
+                errors.append(f"{name}: {exc}")
+                continue
+            slots = self._parse(reply, name)
+            if slots is None:
+                errors.append(f"{name}: the cluster does not cover all {SLOTS} slots")
+                continue
+            self._slots = slots
+            self._masters = list(dict.fromkeys(slots))
+            self._known = [*self._masters, *(n for n in self._known if n not in self._masters)]
+            self.refreshes += 1
+            logger.debug("Redis Cluster slot map: %d masters", len(self._masters))
+            return slots
+        self._slots = None
+        raise StoreUnavailable("no Redis Cluster node gave a slot map: " + "; ".join(errors))
+
+    @staticmethod
+    def _parse(reply: list[Any], asked: str) -> list[str] | None:
+        slots: list[str | None] = [None] * SLOTS
+        asked_host = asked.rpartition(":")[0]
+        for entry in reply:
+            start, end, master = int(entry[0]), int(entry[1]), entry[2]
+            host = master[0].decode() if isinstance(master[0], bytes) else str(master[0] or "")
+            if host in ("", "?"):
+                host = asked_host  # the node does not know its own address: the one we asked
+            name = _node_name(host, int(master[1]))
+            for slot in range(start, end + 1):
+                slots[slot] = name
+        if any(s is None for s in slots):
+            return None
+        return slots  # type: ignore[return-value]  # no None left
+
+    def _stale(self) -> None:
+        """The map is out of date: read it again in the background (one read at a time)."""
+        if self._refreshing is None and not self._closed:
+            future = self.refresh()
+            task = asyncio.ensure_future(future)
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    # ------------------------------------------------------------------ calls
+    async def call(self, *args: Any, timeout: float | None = None) -> Any:
+        """Send one command to the master of ``args[1]``'s slot; return its reply."""
+        return await self._execute(args[1] if len(args) > 1 else None, args, timeout, None)
+
+    async def evalsha(self, script: Script, keys: list[Any], args: list[Any], *, timeout: float | None = None) -> Any:
+        """Run a script on the master of its keys' slot, loading it there first when needed."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await self._execute(keys[0] if keys else None, command, timeout, script)
+
+    async def call_node(self, name: str, *args: Any, timeout: float | None = None) -> Any:
+        """One command on one named node (health probes, statistics)."""
+        return await self.node(name).call(*args, timeout=timeout)
+
+    async def _execute(self, key: Any, args: tuple[Any, ...], timeout: float | None, script: Script | None) -> Any:
+        slots = await self._slot_map()
+        name = slots[slot_of(key)] if key is not None else random.choice(self._masters)
+        asking = False
+        for attempt in range(MAX_REDIRECTS + 1):
+            conn = self.node(name)
+            try:
+                if asking:
+                    return await conn.call_asking(args, timeout=timeout)
+                return await conn.call(*args, timeout=timeout)
+            except StoreUnavailable:
+                self._slots = None  # a node is gone: the next call reads the map again
+                raise
+            except ReplyError as exc:
+                text = str(exc)
+                kind = text.split(" ", 1)[0]
+                if kind == "MOVED":
+                    slot, name = self._redirect(text)
+                    slots[slot] = name
+                    self._stale()
+                    asking = False
+                elif kind == "ASK":
+                    _, name = self._redirect(text)
+                    asking = True
+                elif kind in ("TRYAGAIN", "CLUSTERDOWN"):
+                    if attempt == MAX_REDIRECTS:
+                        raise StoreUnavailable(f"Redis Cluster is not ready: {text}") from exc
+                    await asyncio.sleep(RETRY_DELAY * 2**attempt)
+                    if kind == "CLUSTERDOWN":
+                        slots = await self.refresh()
+                        name = slots[slot_of(key)] if key is not None else random.choice(self._masters)
+                elif kind == "NOSCRIPT" and script is not None:
+                    await conn.call("SCRIPT", "LOAD", script.source, timeout=timeout)
+                else:
+                    raise
+        raise StoreUnavailable(f"Redis Cluster redirected one call more than {MAX_REDIRECTS} times")
+
+    @staticmethod
+    def _redirect(text: str) -> tuple[int, str]:
+        """Slot and node of a ``MOVED <slot> <host>:<port>`` or ``ASK ...`` reply."""
+        _, slot, where = text.split(" ")[:3]
+        return int(slot), where
+
+    # ------------------------------------------------------------------ closing
+    def in_flight(self) -> int:
+        """Commands sent and not yet answered, over all nodes."""
+        return sum(conn.in_flight() for conn in self._nodes.values())
+
+    def abort(self) -> None:
+        """Drop every node connection at once (fault injection); the next calls reconnect."""
+        for conn in self._nodes.values():
+            conn.abort()
+
+    @property
+    def connects(self) -> int:
+        """Connections made so far over all nodes."""
+        return sum(conn.connects for conn in self._nodes.values())
+
+    async def close(self) -> None:
+        """Close every node connection; outstanding calls fail with StoreUnavailable."""
+        self._closed = True
+        await asyncio.gather(*(conn.close() for conn in self._nodes.values()))
