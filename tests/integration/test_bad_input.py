@@ -5,6 +5,8 @@ After every case the server still serves a fresh client and holds no leaked reco
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
@@ -78,15 +80,15 @@ async def leaked_records(server: Any) -> dict[str, int]:
     client = aioredis.Redis.from_url(server.redis_url)
     try:
         keys = [k.decode() async for k in client.scan_iter(match=f"{server.prefix}:*")]
-        questions = [k for k in keys if k.startswith(f"{server.prefix}:q:")]
+        bucket = re.escape(server.prefix) + r":\{\d+\}:"
+        questions = sum([await client.hlen(k) for k in keys if re.match(bucket + r"q\Z", k)])
         no_ttl = [
             k for k in keys
             if await client.pttl(k) == -1
-            and not k.startswith(f"{server.prefix}:idx:")
-            and k not in (f"{server.prefix}:seq",)
+            and not re.match(bucket + r"(q|seq|idx:.*)\Z", k)  # the documented keys without a TTL
             and not k.startswith(f"{server.prefix}:layer")
         ]
-        return {"questions": len(questions), "keys_without_ttl": len(no_ttl)}
+        return {"questions": questions, "keys_without_ttl": len(no_ttl)}
     finally:
         await client.aclose()
 
