@@ -297,11 +297,18 @@ class Cluster(Servers):
         problem = "not asked yet"
         try:
             while True:
-                problem = self._disagreement(clients)
+                for proc, port, log in zip(self.procs, self.ports, self.logs):
+                    if proc.poll() is not None:
+                        raise _failure(f"cluster node {port} exited with {proc.returncode}", log)
+                try:
+                    problem = self._disagreement(clients)
+                except redis.exceptions.RedisError as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
                 if not problem:
                     return
                 if time.monotonic() >= deadline:
-                    raise _failure(f"the cluster is not ready after {timeout:g}s: {problem}", self.dir / "cluster-create.log")
+                    log = self.dir / "cluster-create.log"
+                    raise _failure(f"the cluster is not ready after {timeout:g}s: {problem}", log)
                 time.sleep(POLL)  # a bounded poll of the nodes' state: nothing to subscribe to
         finally:
             for client in clients:

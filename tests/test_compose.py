@@ -141,7 +141,8 @@ def test_web_cluster_uses_the_cluster_and_the_sharded_layer(compose: dict[str, A
     check_command(argv(cluster_web))
     env = cluster_web["environment"]
     assert env["REDIS_CLUSTER"] == "1"
-    assert re.fullmatch(r"redis://([\w-]+):6379", env["REDIS_URL"]).group(1) in CLUSTER_NODES  # type: ignore[union-attr]
+    seed = re.fullmatch(r"redis://([\w-]+):6379", env["REDIS_URL"])
+    assert seed is not None and seed.group(1) in CLUSTER_NODES
     assert env["CHANNEL_LAYER_URLS"].split(",") == [f"redis://{host}:6379" for host in LAYER_HOSTS]
     shared = set(web["environment"]) - {"REDIS_URL", "ALLOWED_HOSTS"}
     assert {key: env[key] for key in shared} == {key: web["environment"][key] for key in shared}
