@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run serve test test-browser test-js lint bench stress clean
+.PHONY: install run serve cluster test test-browser test-js lint bench stress clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ run: install
 serve: install
 	$(BIN)/python manage.py migrate --noinput
 	DJANGO_DEBUG=0 SERVE_STATIC=1 $(SERVE) --server uvicorn
+
+# A local Redis Cluster (3 masters) and 2 layer hosts until Ctrl-C; prints the exports for make run.
+cluster: install
+	$(BIN)/python -m devtools.redis_cluster up
 
 test: install
 	$(BIN)/mypy

@@ -18,6 +18,9 @@ from chat_ws.conf import DEFAULTS
 ROOT = Path(__file__).resolve().parent.parent
 APP_SERVICES = ("migrate", "web", "sweeper")  # services that run the project's image
 READ_BY_LIBRARIES = {"DATABASE_URL"}  # dj_database_url.config() reads it in the settings
+CLUSTER_NODES = ("redis-node-1", "redis-node-2", "redis-node-3")
+LAYER_HOSTS = ("redis-layer-1", "redis-layer-2")
+CLUSTER_SERVICES = {*CLUSTER_NODES, "redis-cluster-init", *LAYER_HOSTS, "web-cluster"}  # profile "cluster"
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +107,59 @@ def test_operations_guide_documents_every_setting() -> None:
     guide = (ROOT / "docs" / "operations.md").read_text()
     missing = [key for key in DEFAULTS if f"| `{key}` |" not in guide]
     assert not missing, f"docs/operations.md lacks settings: {missing}"
+
+
+def test_cluster_services_exist_only_under_the_cluster_profile(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert CLUSTER_SERVICES <= set(services)
+    for name, service in services.items():
+        if name in CLUSTER_SERVICES:
+            assert service["profiles"] == ["cluster"], name
+        else:  # the default profile: unchanged, and it needs nothing of the cluster profile
+            assert "profiles" not in service, name
+            assert not set(service.get("depends_on", {})) & CLUSTER_SERVICES, name
+    for name in CLUSTER_NODES:
+        args = argv(services[name])
+        option = dict(zip(args[1::2], args[2::2]))
+        assert args[0] == "redis-server" and option["--cluster-enabled"] == "yes", name
+        assert option["--cluster-announce-hostname"] == name  # the name the other services resolve
+        assert option["--cluster-preferred-endpoint-type"] == "hostname"
+    init = services["redis-cluster-init"]
+    script = " ".join(argv(init))
+    create = f"redis-cli --cluster create {' '.join(f'{node}:6379' for node in CLUSTER_NODES)}"
+    assert create + " --cluster-replicas 0 --cluster-yes" in script
+    assert init["restart"] == "no"
+    assert init["depends_on"] == {node: {"condition": "service_healthy"} for node in CLUSTER_NODES}
+    for name in LAYER_HOSTS:
+        assert argv(services[name])[0] == "redis-server"
+
+
+def test_web_cluster_uses_the_cluster_and_the_sharded_layer(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    web, cluster_web = services["web"], services["web-cluster"]
+    assert cluster_web["build"] == "." and cluster_web["image"] == web["image"]  # the x-app anchor
+    check_command(argv(cluster_web))
+    env = cluster_web["environment"]
+    assert env["REDIS_CLUSTER"] == "1"
+    seed = re.fullmatch(r"redis://([\w-]+):6379", env["REDIS_URL"])
+    assert seed is not None and seed.group(1) in CLUSTER_NODES
+    assert env["CHANNEL_LAYER_URLS"].split(",") == [f"redis://{host}:6379" for host in LAYER_HOSTS]
+    shared = set(web["environment"]) - {"REDIS_URL", "ALLOWED_HOSTS"}
+    assert {key: env[key] for key in shared} == {key: web["environment"][key] for key in shared}
+    assert "web-cluster" in env["ALLOWED_HOSTS"].split(",")
+    depends = cluster_web["depends_on"]
+    assert depends["redis-cluster-init"]["condition"] == "service_completed_successfully"
+    assert depends["migrate"]["condition"] == "service_completed_successfully"
+    assert all(depends[host]["condition"] == "service_healthy" for host in LAYER_HOSTS)
+    assert "redis" not in depends  # its store is the cluster
+    assert cluster_web["healthcheck"] == web["healthcheck"]
+    assert not host_ports(cluster_web) & host_ports(web)
+
+
+def host_ports(service: dict[str, Any]) -> set[int]:
+    """The host ports of "8000-8001:8000" or "8002:8000" mappings."""
+    found: set[int] = set()
+    for mapping in service["ports"]:
+        first, _, last = mapping.split(":")[0].partition("-")
+        found.update(range(int(first), int(last or first) + 1))
+    return found
