@@ -127,7 +127,8 @@ class _Demux:
 
 
 class RedisChannelLayer(_RedisChannelLayer):
-    """channels_redis.core.RedisChannelLayer that survives a Redis restart, with a cheaper receive.
+    """channels_redis.core.RedisChannelLayer that survives a Redis restart, with a cheaper receive,
+    sharded correctly over several hosts.
 
     Stale pooled connections are retried instead of failing the first command after a restart, and
     a burst of commands waits for a free pooled connection. Messages sent while Redis was down are
@@ -151,6 +152,16 @@ class RedisChannelLayer(_RedisChannelLayer):
         if demux is None:
             demux = self._demuxes[loop] = _Demux(self, real_channel)
         return await demux.receive(channel)
+
+    def consistent_hash(self, value: str | bytes) -> int:
+        """The host of a channel or group; for a specific channel ("...!local"), the host of its
+        process's channel ("...!"). channels-redis sends to the host of the full name and receives
+        from the host of the process's name, so with several hosts most messages to specific
+        channels land where nobody reads them (django/channels#1492). Group names cannot
+        contain "!", so groups hash as before."""
+        if isinstance(value, str) and "!" in value:
+            value = value[: value.index("!") + 1]
+        return int(super().consistent_hash(value))
 
     def create_pool(self, index: int) -> Any:
         """A pool that makes a command wait for a free connection when all POOL_SIZE are busy

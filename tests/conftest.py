@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.cluster_util import layer_hosts, redis_cluster  # noqa: F401 (session fixtures)
 from tests.redis_util import delete_prefix, require_redis
 
 
@@ -33,12 +34,24 @@ def _chat_ws_conf(**overrides: Any) -> dict[str, Any]:
     return conf
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def backend(request: pytest.FixtureRequest, settings: Any, key_prefix: str) -> Iterator[str]:
-    """Run the test once with the in-memory store and layer, once with Redis for both."""
+    """Run the test with the in-memory store and layer; with one Redis for both; and with the
+    store on a local 3-master Redis Cluster and the layer sharded over two Redis servers (these
+    are private to the test session: nothing is cleaned up in them)."""
     from chat_ws import store as store_module
 
-    if request.param == "redis":
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        hosts = request.getfixturevalue("layer_hosts")
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "chat_ws.layers.RedisChannelLayer",
+                "CONFIG": {"hosts": list(hosts.urls), "prefix": key_prefix + ":layer:"},
+            }
+        }
+        settings.CHAT_WS = _chat_ws_conf(REDIS_URL=cluster.url, REDIS_CLUSTER=True, KEY_PREFIX=key_prefix)
+    elif request.param == "redis":
         url = require_redis()
         request.node._chat_ws_redis_url = url
         settings.CHANNEL_LAYERS = {

@@ -13,6 +13,7 @@ from channels_redis.core import RedisChannelLayer as TheirLayer
 
 from chat_ws import layers
 from chat_ws.layers import RedisChannelLayer as OurLayer
+from tests.cluster_util import layer_hosts  # noqa: F401 (fixture)
 from tests.redis_util import OwnRedis, blocked_clients, own_redis, require_redis  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.redis
@@ -171,3 +172,21 @@ async def test_a_killed_redis_fails_waiting_receives_then_they_receive_again(own
         await layer.send(channel, {"type": "t", "n": "after"})
     assert [m["n"] for m in await asyncio.wait_for(asyncio.gather(*again), WAIT)] == ["after"] * 20
     await layer.flush()
+
+
+async def test_sharded_over_two_hosts_every_specific_channel_gets_its_messages(layer_hosts: Any) -> None:
+    """channels-redis sends a specific channel's message to the host of the full name and receives
+    from the host of the process's name (django/channels#1492); ours sends where it receives."""
+    prefix = f"chat_ws_test:layer:{secrets.token_hex(4)}:sharded"
+    ours, theirs = OurLayer(hosts=list(layer_hosts.urls), prefix=prefix), TheirLayer(hosts=list(layer_hosts.urls))
+    channels = [await ours.new_channel() for _ in range(40)]
+    misrouted = [c for c in channels if theirs.consistent_hash(c) != theirs.consistent_hash(theirs.non_local_name(c))]
+    assert misrouted, "with two hosts channels-redis sends some specific channels to the wrong host"
+    for n, channel in enumerate(channels):
+        await ours.send(channel, {"type": "t", "n": n})
+    got = await asyncio.wait_for(asyncio.gather(*(ours.receive(c) for c in channels)), WAIT)
+    assert [m["n"] for m in got] == list(range(len(channels)))
+    # the process channels of many layers (one per server process) spread over both hosts
+    hosts = {ours.consistent_hash(OurLayer(hosts=list(layer_hosts.urls)).client_prefix + "!") for _ in range(40)}
+    assert hosts == {0, 1}
+    await ours.flush()
