@@ -71,8 +71,72 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         problems.append(
             Error("The Redis store needs CHAT_WS['REDIS_URL'].", hint="Set REDIS_URL.", id="chat_ws.E004")
         )
+    problems.extend(check_key_layout(conf))
+    if conf["REDIS_CLUSTER"] and conf["CHANNEL_LAYER"] in layers:
+        problems.extend(check_cluster_layer(conf, layers[conf["CHANNEL_LAYER"]]))
     problems.extend(check_handler_modules(conf["HANDLER_MODULES"]))
     return problems
+
+
+def check_key_layout(conf: dict[str, Any]) -> list[Any]:
+    """KEY_PREFIX without hash-tag braces (chat_ws.E011); KEY_BUCKETS a positive integer (E012)."""
+    problems: list[Any] = []
+    prefix = conf["KEY_PREFIX"]
+    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+        problems.append(
+            Error(
+                "CHAT_WS['KEY_PREFIX'] must be a non-empty string without '{' or '}'.",
+                hint="The store puts each key bucket in braces ('chat_ws:{17}:...') to keep it in one cluster slot.",
+                id="chat_ws.E011",
+            )
+        )
+    buckets = conf["KEY_BUCKETS"]
+    if not isinstance(buckets, int) or isinstance(buckets, bool) or not 1 <= buckets <= 16384:
+        problems.append(
+            Error("CHAT_WS['KEY_BUCKETS'] must be an integer from 1 to 16384.", hint="Default: 256.", id="chat_ws.E012")
+        )
+    return problems
+
+
+def check_cluster_layer(conf: dict[str, Any], layer: dict[str, Any]) -> list[Any]:
+    """With REDIS_CLUSTER, the channel layer needs Redis servers of its own (chat_ws.E010):
+    channels-redis shards over standalone servers and does not support Redis Cluster, and the
+    in-memory layer serves one process."""
+    backend = str(layer.get("BACKEND", ""))
+    hint = (
+        "Give the layer standalone Redis servers to shard over: CHANNEL_LAYERS[...]['CONFIG']['hosts'] "
+        "(the demo reads them from CHANNEL_LAYER_URLS), with chat_ws.layers.RedisChannelLayer."
+    )
+    if "InMemoryChannelLayer" in backend:
+        return [
+            Error(
+                "With CHAT_WS['REDIS_CLUSTER'] the store serves several processes, but the channel "
+                "layer is in memory (one process).",
+                hint=hint,
+                id="chat_ws.E010",
+            )
+        ]
+    from chat_ws.store.resp import Address
+
+    seed = Address(conf["REDIS_URL"]) if conf.get("REDIS_URL") else None
+    for host in (layer.get("CONFIG") or {}).get("hosts") or []:
+        url = host.get("address") if isinstance(host, dict) else host
+        if not isinstance(url, str) or seed is None:
+            continue
+        try:
+            address = Address(url)
+        except Exception:  # not a URL this check understands: channels-redis will say
+            continue
+        if (address.host, address.port) == (seed.host, seed.port):
+            return [
+                Error(
+                    f"The channel layer uses the Redis Cluster node {url}; channels-redis does not "
+                    "support Redis Cluster.",
+                    hint=hint,
+                    id="chat_ws.E010",
+                )
+            ]
+    return []
 
 
 def check_handler_modules(modules: Any) -> list[Any]:

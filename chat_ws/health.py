@@ -44,6 +44,8 @@ class HealthReport:
     waiting_askers: int = 0  # ask() calls waiting in this process
     grace_timers: int = 0  # reconnect-grace timers running in this process
     handler_tasks: int = 0  # handler tasks running in this process (interviews waiting, ...)
+    store_nodes: list[dict[str, Any]] | None = None  # per Redis server (cluster master): node, keys, commands
+    layer_hosts: int | None = None  # Redis servers the channel layer shards over (all answered)
     problems: list[str] = field(default_factory=list)
     checked_at: float = 0.0  # unix seconds
 
@@ -69,16 +71,24 @@ async def _store_state(counts: bool) -> tuple[Any, ...]:
     store = get_store()
     await store.check()
     stats = store.stats() if counts else _nothing()
-    return tuple(await asyncio.gather(stats, sweeping.last_sweep(), sweeper.sweeper()))
+    nodes = store.nodes() if counts else _nothing()
+    return tuple(await asyncio.gather(stats, nodes, sweeping.last_sweep(), sweeper.sweeper()))
 
 
 async def _nothing() -> None:
     return None
 
 
-async def _layer_state() -> bool:
-    await delivery.layer().group_send(PROBE_GROUP, {"type": "chat_ws.health"})
-    return True
+async def _layer_state() -> int | None:
+    """Probe the layer; for a Redis layer ping every host it shards over and return how many."""
+    layer = delivery.layer()
+    await layer.group_send(PROBE_GROUP, {"type": "chat_ws.health"})
+    hosts = getattr(layer, "ring_size", None)
+    connection = getattr(layer, "connection", None)
+    if not isinstance(hosts, int) or connection is None:
+        return 0
+    await asyncio.gather(*(connection(index).ping() for index in range(hosts)))
+    return hosts
 
 
 async def health(*, now: float | None = None, counts: bool = True) -> HealthReport:
@@ -97,7 +107,8 @@ async def health(*, now: float | None = None, counts: bool = True) -> HealthRepo
     report = HealthReport(
         healthy=False,
         store=state is not None,
-        channel_layer=bool(layer_ok),
+        channel_layer=layer_ok is not None,
+        layer_hosts=layer_ok or None,
         server_id=promises.server_id(),
         local_sockets=delivery.local_count(),
         waiting_askers=promises.waiting_here(),
@@ -107,7 +118,9 @@ async def health(*, now: float | None = None, counts: bool = True) -> HealthRepo
         checked_at=now,
     )
     if state is not None:
-        stats, last, beat = state
+        stats, nodes, last, beat = state
+        if nodes:
+            report.store_nodes = [asdict(n) for n in nodes]
         if stats is not None:
             report.active_clients = stats.open_connections
             report.disconnected_clients = stats.closed_connections

@@ -2,6 +2,9 @@
 
 REDIS_URL      redis://host:port/db -> channels-redis layer and the Redis store (many processes);
                unset -> in-memory layer and store (one process).
+REDIS_CLUSTER  1 -> REDIS_URL is a seed node of a Redis Cluster holding the store.
+CHANNEL_LAYER_URLS  comma-separated Redis URLs the channel layer shards over (required with
+               REDIS_CLUSTER=1: channels-redis does not support Redis Cluster); unset -> REDIS_URL.
 DATABASE_URL   any URL dj-database-url reads; unset -> SQLite file db.sqlite3 (or SQLITE_PATH).
 """
 
@@ -73,13 +76,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 
 REDIS_URL = os.environ.get("REDIS_URL") or None
+REDIS_CLUSTER = os.environ.get("REDIS_CLUSTER", "0") == "1"
+LAYER_URLS = [u.strip() for u in os.environ.get("CHANNEL_LAYER_URLS", "").split(",") if u.strip()]
 
-if REDIS_URL:
+if REDIS_URL or LAYER_URLS:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "chat_ws.layers.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": LAYER_URLS or [REDIS_URL],
                 "prefix": os.environ.get("CHAT_WS_PREFIX", "chat_ws") + ":layer:",
                 "capacity": 2000,
                 "group_expiry": 7 * 24 * 3600,
@@ -91,6 +96,7 @@ else:
 
 CHAT_WS = {
     "REDIS_URL": REDIS_URL,
+    "REDIS_CLUSTER": REDIS_CLUSTER,
     "KEY_PREFIX": os.environ.get("CHAT_WS_PREFIX", "chat_ws"),
     "HANDLER_MODULES": ["stbd_project.interview.handlers"]
     + [m for m in os.environ.get("CHAT_WS_EXTRA_HANDLERS", "").split(",") if m],

@@ -36,6 +36,56 @@ def test_bad_values_are_errors(settings: Any) -> None:
     assert "chat_ws.E009" not in ids(settings, EDN_KEYWORD_FIELDS=["conversation-id"])
 
 
+def test_key_layout_values(settings: Any) -> None:
+    assert "chat_ws.E011" in ids(settings, KEY_PREFIX="site{a}")
+    assert "chat_ws.E011" in ids(settings, KEY_PREFIX="")
+    assert "chat_ws.E012" in ids(settings, KEY_BUCKETS=0)
+    assert "chat_ws.E012" in ids(settings, KEY_BUCKETS=16385)
+    assert "chat_ws.E012" in ids(settings, KEY_BUCKETS="256")
+    assert ids(settings, KEY_PREFIX="site:a", KEY_BUCKETS=1) == set()
+
+
+def cluster_layer(settings: Any, layer: dict[str, Any]) -> set[str]:
+    settings.CHANNEL_LAYERS = {"default": layer}
+    return ids(settings, REDIS_URL="redis://10.0.0.5:7000", REDIS_CLUSTER=True)
+
+
+def test_a_cluster_store_needs_a_channel_layer_of_its_own(settings: Any) -> None:
+    redis_layer = "chat_ws.layers.RedisChannelLayer"
+    # the demo without CHANNEL_LAYER_URLS: the layer on the cluster's seed node
+    assert "chat_ws.E010" in cluster_layer(settings, {"BACKEND": redis_layer, "CONFIG": {"hosts": ["redis://10.0.0.5:7000/0"]}})
+    assert "chat_ws.E010" in cluster_layer(settings, {"BACKEND": redis_layer, "CONFIG": {"hosts": [{"address": "redis://10.0.0.5:7000"}]}})
+    assert "chat_ws.E010" in cluster_layer(settings, {"BACKEND": "channels.layers.InMemoryChannelLayer"})
+    sharded = {"BACKEND": redis_layer, "CONFIG": {"hosts": ["redis://10.0.0.6:6379", "redis://10.0.0.7:6379"]}}
+    assert cluster_layer(settings, sharded) == set()
+    # without REDIS_CLUSTER the layer may share the store's Redis
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": redis_layer, "CONFIG": {"hosts": ["redis://10.0.0.5:7000"]}}}
+    assert ids(settings, REDIS_URL="redis://10.0.0.5:7000") == set()
+
+
+def test_the_demo_reads_the_cluster_settings_from_its_environment() -> None:
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'stbd_project.settings'; django.setup(); "
+        "from django.conf import settings; from chat_ws.checks import check_settings; "
+        "print(settings.CHAT_WS['REDIS_CLUSTER'], settings.CHANNEL_LAYERS['default']['CONFIG']['hosts'], "
+        "sorted({p.id for p in check_settings()}))"
+    )
+
+    def demo(**env: str) -> str:
+        full = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "REDIS_CLUSTER", "CHANNEL_LAYER_URLS")}
+        out = subprocess.run([sys.executable, "-c", code], env={**full, **env}, cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    seed = "redis://127.0.0.1:7000"
+    assert demo(REDIS_URL=seed, REDIS_CLUSTER="1") == f"True ['{seed}'] ['chat_ws.E010']"
+    layer = "redis://127.0.0.1:6380,redis://127.0.0.1:6381"
+    assert demo(REDIS_URL=seed, REDIS_CLUSTER="1", CHANNEL_LAYER_URLS=layer) == (
+        "True ['redis://127.0.0.1:6380', 'redis://127.0.0.1:6381'] []"
+    )
+    assert demo(REDIS_URL="redis://127.0.0.1:6379/0") == "False ['redis://127.0.0.1:6379/0'] []"
+
+
 def test_unknown_key_is_a_warning(settings: Any) -> None:
     assert ids(settings, RATE_LIMT=5) == {"chat_ws.W001"}
 

@@ -64,6 +64,21 @@ async def test_counts_clients_questions_and_sweeps(store: Any) -> None:
     await present.disconnect()
 
 
+async def test_reports_each_redis_node_and_layer_host(store: Any, backend: str) -> None:
+    clients = [await Comm().connect() for _ in range(12)]
+    report = await health()
+    if backend == "memory":
+        assert report.store_nodes is None and report.layer_hosts is None
+    else:
+        nodes = report.store_nodes or []
+        assert len(nodes) == (3 if backend == "cluster" else 1)
+        assert sum(n["keys"] for n in nodes) > 0
+        assert all(n["commands"] > 0 and ":" in n["node"] for n in nodes)
+        assert report.layer_hosts == (2 if backend == "cluster" else 1)
+    for client in clients:
+        await client.disconnect()
+
+
 async def test_an_unreachable_store_is_unhealthy_not_an_exception(settings: Any, backend: str) -> None:
     unreachable(settings)
     report = await api.health()
