@@ -202,7 +202,12 @@ class RespConnection:
         """Send one command; the future gets its reply. Raises nothing itself: errors come in
         the future (StoreUnavailable for the network or the deadline, ReplyError from Redis)."""
         proto = self._proto
-        if proto is None or proto.transport is None or len(proto.calls) >= self.max_in_flight:
+        if (
+            proto is None
+            or proto.transport is None
+            or proto.transport.is_closing()
+            or len(proto.calls) >= self.max_in_flight
+        ):
             return asyncio.ensure_future(self._call_slow(args, timeout))
         return self._send(proto, args, timeout)
 
@@ -264,7 +269,11 @@ class RespConnection:
             raise StoreUnavailable("the Redis connection is closed")
         proto = self._proto
         if proto is not None and proto.transport is not None:
-            return proto
+            if not proto.transport.is_closing():
+                return proto
+            await asyncio.wait([proto.lost], timeout=self.connect_timeout)  # dropped: connect anew
+            if self._proto is not proto:
+                return await self._connected()
         if self._connecting is None:
             self._connecting = self.loop.create_future()
             task = self.loop.create_task(self._connect())
