@@ -172,6 +172,12 @@ def markdown(data: dict[str, Any], agg: dict[str, Any]) -> str:
         lines += ["", "## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
         for what, measured, ok in checks:
             lines.append(f"| {what} | {measured} | {'yes' if ok else 'no' if ok is not None else '–'} |")
+    if data.get("cluster_spread"):
+        lines += [
+            "", "## Redis Cluster: keys and commands per server", "",
+            "Keys held while the idle connections are open; commands served during the whole run.", "",
+            "| server | role | keys | commands |", "|---|---|---:|---:|",
+        ] + [f"| {r['node']} | {r['role']} | {r['keys']} | {r['commands']} |" for r in data["cluster_spread"]]
     if data["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in data["notes"]]
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from bench.report import write_results  # noqa: E402
 from bench.servers import Lab, Server, cpu_seconds, rss_tree_kib, wait_quiet  # noqa: E402
 
 REFERENCE = "python-socketio (uvicorn)"
+CLUSTER_TARGET = "chat_ws EDN (uvicorn) on Redis Cluster"
 # key: (table name, server kind, codec); servers of the same kind are shared between codecs.
 TARGETS = {
     "daphne-edn": ("chat_ws EDN (daphne)", "daphne", "edn"),
@@ -61,6 +62,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--keep-logs", action="store_true", help="copy the servers' logs to OUT/logs/")
     p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also serve the demo under uvicorn with its store on a local 3-master Redis Cluster and its "
+        "layer sharded over two Redis servers (started and stopped by the run)",
+    )
+    p.add_argument(
         "--baseline",
         metavar="REV",
         help="also serve this git revision of the demo under uvicorn (a worktree), measured in the same run",
@@ -89,6 +96,43 @@ class Bench:
         self.connects: list[dict[str, Any]] = []
         self.memory: list[dict[str, Any]] = []
         self.notes: list[str] = []
+        self.cluster: Any = None
+        self.layer_hosts: Any = None
+        self.spread: list[dict[str, Any]] = []
+        self._commands_before: dict[str, int] = {}
+
+    def start_cluster(self) -> dict[str, str]:
+        """A local cluster and two layer hosts; the demo's environment for them."""
+        from devtools.redis_cluster import start_cluster, start_standalone
+
+        self.cluster = start_cluster(3)
+        self.layer_hosts = start_standalone(2)
+        self._commands_before = {url: _node_stats(url)["commands"] for url in self._spread_urls()}
+        self.notes.append(
+            f"'{CLUSTER_TARGET}': the same server as 'uvicorn-edn', its store on a 3-master Redis Cluster "
+            "and its layer on two Redis servers, all on this machine's 2 cores: it shows what the cluster "
+            "path costs, not how it scales"
+        )
+        return {
+            "REDIS_URL": self.cluster.url,
+            "REDIS_CLUSTER": "1",
+            "CHANNEL_LAYER_URLS": ",".join(self.layer_hosts.urls),
+        }
+
+    def _spread_urls(self) -> list[str]:
+        return [*self.cluster.urls, *self.layer_hosts.urls]
+
+    def record_spread(self) -> None:
+        """Keys held and commands served per Redis server of the cluster target (the scaling evidence)."""
+        self.spread = []
+        for url in self._spread_urls():
+            stats = _node_stats(url)
+            role = "store master" if url in self.cluster.urls else "layer host"
+            self.spread.append(
+                {"node": url.rpartition("/")[2], "role": role, "keys": stats["keys"],
+                 "commands": stats["commands"] - self._commands_before.get(url, 0)}
+            )
+        _say("spread " + ", ".join(f"{r['node']} ({r['role']}): {r['keys']} keys, {r['commands']} commands" for r in self.spread))
 
     def start(self) -> None:
         servers: dict[str, Server] = {}
@@ -102,6 +146,9 @@ class Bench:
             name = f"chat_ws EDN (uvicorn, make serve) at {rev}"
             self.targets[name] = (Target("baseline-edn", "chat", f"ws://127.0.0.1:{server.port}/ws"), server)
             self.notes.append(f"'{name}' is the demo at revision {rev}, served from a worktree in the same run")
+        if self.args.cluster:
+            server = self.lab.start("cluster", "uvicorn", env=self.start_cluster())
+            self.targets[CLUSTER_TARGET] = (Target("cluster-edn", "chat", f"ws://127.0.0.1:{server.port}/ws"), server)
         socketio = self.lab.start("socketio", "socketio")
         self.targets[REFERENCE] = (Target("socketio", "sio", f"ws://127.0.0.1:{socketio.port}"), socketio)
 
@@ -113,7 +160,9 @@ class Bench:
 
     def _cpu(self, server: Server) -> dict[str, float]:
         pids = {"server": [server.pid], "generator": self.gen.pids()}
-        if self.redis_pid:
+        if self.cluster is not None and server is self.targets.get(CLUSTER_TARGET, (None, None))[1]:
+            pids["redis"] = [p.pid for p in (*self.cluster.procs, *self.layer_hosts.procs)]
+        elif self.redis_pid:
             pids["redis"] = [self.redis_pid]
         return {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
 
@@ -207,6 +256,8 @@ class Bench:
                 "open_seconds": reply["seconds"],
             }
             self.memory.append(row)
+            if name == CLUSTER_TARGET and size == self.args.idle[-1]:
+                self.record_spread()  # while the idle clients' records are held
             _say(f"memory {name:<26} {held}/{size} held: {row['kib_per_connection'] or 0:.1f} KiB per connection {reply['errors'] or ''}")
 
     def run(self) -> None:
@@ -241,7 +292,18 @@ class Bench:
             "connects": self.connects,
             "memory": self.memory,
             "notes": self.notes,
+            "cluster_spread": self.spread,
         }
+
+
+def _node_stats(url: str) -> dict[str, int]:
+    import redis
+
+    client: Any = redis.Redis.from_url(url)
+    try:
+        return {"keys": int(client.dbsize()), "commands": int(client.info("stats")["total_commands_processed"])}
+    finally:
+        client.close()
 
 
 def _pct(ordered: list[float], q: float) -> float:
@@ -267,6 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.gen.stop()
         bench.lab.stop()
+        if bench.args.cluster and not bench.spread and bench.cluster is not None:
+            bench.record_spread()
+        for servers in (bench.cluster, bench.layer_hosts):
+            if servers is not None:
+                servers.stop()
         bench.lab.cleanup(args.out / "logs" if args.keep_logs else None)
     data = bench.finish()
     data["seconds"] = round(time.monotonic() - began, 1)

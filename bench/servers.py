@@ -121,13 +121,13 @@ class Lab:
         }
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True)
 
-    def start(self, name: str, kind: str, *, cwd: Path = ROOT) -> Server:
+    def start(self, name: str, kind: str, *, cwd: Path = ROOT, env: dict[str, str] | None = None) -> Server:
         """kind: daphne, uvicorn or granian (chat_ws's demo), socketio (the reference under
         uvicorn) or socketio-redis (the same with AsyncRedisManager). cwd: the checkout to serve
         (a worktree of an earlier revision for the baseline)."""
         port = free_port()
         bin_dir = Path(sys.executable).parent
-        env = dict(self.env)
+        env = {**self.env, **(env or {})}
         if kind in SERVERS:  # chat_ws's demo as make run / make serve start it
             argv = server_command(kind, "127.0.0.1", port)
         elif kind == "uvicorn-websockets":  # uvicorn's older (deprecated) websocket implementation
