@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse, urlunparse
@@ -50,15 +51,20 @@ def delete_prefix(url: str, prefix: str) -> None:
 
 
 class OwnRedis:
-    """A redis-server of the test's own, without persistence, that the test may kill and restart.
+    """A redis-server of the test's own that the test may stop, kill and start again.
 
-    ``extra``: more redis-server arguments (a password, TLS). The port stays the same across restarts.
+    Without persistence by default: a restart starts empty. With ``aof=True`` it runs with
+    ``appendonly yes`` and ``appendfsync everysec`` (no RDB snapshots) in its own directory, so
+    ``stop()`` (SIGTERM: Redis writes and fsyncs the AOF before it exits) then ``start()`` reloads
+    the data. ``extra``: more redis-server arguments (a password, TLS). The port and the directory
+    stay the same across restarts.
     """
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, aof: bool = False) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="chat_ws_redis_")
         self.extra = list(extra)
+        self.aof = aof
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,13 +72,39 @@ class OwnRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, port_arg: str = "--port") -> None:
+        """Start the server; with ``aof`` return once it has loaded its data and answers."""
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.aof else ["--appendonly", "no"]
         self.proc = subprocess.Popen(
-            ["redis-server", port_arg, str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            ["redis-server", port_arg, str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
              "--dir", self.dir, *self.extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port, self.proc, 10)
+        if self.aof:
+            self._wait_loaded(10)
+
+    def _wait_loaded(self, timeout: float) -> None:
+        """Ask PING, one round trip after another, until Redis stops answering LOADING."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.exceptions.BusyLoadingError:
+                    if time.monotonic() > deadline:
+                        raise
+        finally:
+            client.close()
+
+    def restart(self) -> None:
+        """A graceful restart: SIGTERM, then a new server on the same port and directory."""
+        self.stop()
+        self.start()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -104,6 +136,16 @@ def own_redis() -> Iterator[OwnRedis]:
     """A private redis-server on a free port, stopped after the test."""
     require_redis_server()
     server = OwnRedis()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def own_redis_aof() -> Iterator[OwnRedis]:
+    """A private redis-server with AOF persistence (appendfsync everysec), stopped after the test."""
+    require_redis_server()
+    server = OwnRedis(aof=True)
     server.start()
     yield server
     server.cleanup()
