@@ -122,8 +122,8 @@ class QuestionChecks:
         self.changed = asyncio.Event()
         original = store.get_question
 
-        async def get_question(p_key: str) -> Question | None:
-            found = await original(p_key)
+        async def get_question(p_key: str, client_id: str | None = None) -> Question | None:
+            found = await original(p_key, client_id)
             self.seen.append((p_key, found))
             self.changed.set()
             return found
