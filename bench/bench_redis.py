@@ -73,7 +73,48 @@ async def run_chat_ws(url: str, calls: int, clients: int) -> tuple[float, float]
     return result
 
 
+async def run_redis_py_cluster(url: str, calls: int, clients: int) -> tuple[float, float]:
+    from redis.asyncio.cluster import RedisCluster
+
+    client = RedisCluster.from_url(url)
+    script = client.register_script(SCRIPT)
+    await script(keys=[PREFIX + "warm"], args=["v"])
+
+    async def caller(i: int) -> None:
+        for _ in range(calls // clients):
+            await script(keys=[f"{PREFIX}{i}"], args=["v" * 200])
+
+    began, used = time.perf_counter(), cpu()
+    await asyncio.gather(*(caller(i) for i in range(clients)))
+    result = time.perf_counter() - began, cpu() - used
+    await client.aclose()
+    return result
+
+
+async def run_chat_ws_cluster(url: str, calls: int, clients: int) -> tuple[float, float]:
+    from chat_ws.store.cluster import ClusterConnection
+    from chat_ws.store.resp import Script
+
+    connection = ClusterConnection(url)
+    script = Script(SCRIPT)
+    await asyncio.gather(*(connection.evalsha(script, [f"{PREFIX}{i}"], ["v"]) for i in range(clients)))
+
+    async def caller(i: int) -> None:
+        for _ in range(calls // clients):
+            await connection.evalsha(script, [f"{PREFIX}{i}"], ["v" * 200])
+
+    began, used = time.perf_counter(), cpu()
+    await asyncio.gather(*(caller(i) for i in range(clients)))
+    result = time.perf_counter() - began, cpu() - used
+    await connection.close()
+    return result
+
+
 CLIENTS = {"redis-py (asyncio, hiredis)": run_redis_py, "chat_ws.store.resp": run_chat_ws}
+CLUSTER_CLIENTS = {
+    "redis-py RedisCluster": run_redis_py_cluster,
+    "chat_ws.store.cluster": run_chat_ws_cluster,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,21 +125,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=20000)
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--cluster", action="store_true",
+        help="also run redis-py's RedisCluster and chat_ws's cluster connection on a local 3-master cluster",
+    )
     args = p.parse_args(argv)
-    rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in CLIENTS}
-    for r in range(args.rounds):
-        names = list(CLIENTS) if r % 2 == 0 else list(CLIENTS)[::-1]
-        for name in names:
-            before = redis_cpu(args.redis)
-            wall, used = uvloop.run(CLIENTS[name](args.redis, args.calls, args.clients))
-            server = redis_cpu(args.redis) - before
-            rows[name].append((args.calls / wall, used / args.calls * 1e6, server / args.calls * 1e6))
-            print(f"round {r + 1} {name:<28} {rows[name][-1][0]:8.0f} calls/s  client {rows[name][-1][1]:5.1f} µs/call"
-                  f"  Redis {rows[name][-1][2]:5.1f} µs/call", flush=True)
-    print(f"\nmedians, C={args.clients}, {args.calls} calls per round, {args.rounds} rounds:")
-    for name, values in rows.items():
-        rate, client, server = (statistics.median(v[i] for v in values) for i in range(3))
-        print(f"{name:<28} {rate:8.0f} calls/s  client {client:5.1f} µs/call  Redis {server:5.1f} µs/call")
+    clients = dict(CLIENTS)
+    urls = {name: [args.redis] for name in CLIENTS}
+    cluster = None
+    if args.cluster:
+        from devtools.redis_cluster import start_cluster
+
+        cluster = start_cluster(3)
+        clients.update(CLUSTER_CLIENTS)
+        urls.update({name: list(cluster.urls) for name in CLUSTER_CLIENTS})
+    try:
+        _rounds(args, clients, urls, uvloop.run)
+    finally:
+        if cluster is not None:
+            cluster.stop()
     import redis
 
     cleanup: Any = redis.Redis.from_url(args.redis)
@@ -106,6 +151,24 @@ def main(argv: list[str] | None = None) -> int:
     if keys:
         cleanup.delete(*keys)
     return 0
+
+
+def _rounds(args: Any, clients: dict[str, Any], urls: dict[str, list[str]], run: Any) -> None:
+    """Each client once per round, order alternating; then the medians. Redis CPU: all its servers."""
+    rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in clients}
+    for r in range(args.rounds):
+        names = list(clients) if r % 2 == 0 else list(clients)[::-1]
+        for name in names:
+            before = sum(redis_cpu(u) for u in urls[name])
+            wall, used = run(clients[name](urls[name][0], args.calls, args.clients))
+            server = sum(redis_cpu(u) for u in urls[name]) - before
+            rows[name].append((args.calls / wall, used / args.calls * 1e6, server / args.calls * 1e6))
+            print(f"round {r + 1} {name:<28} {rows[name][-1][0]:8.0f} calls/s  client {rows[name][-1][1]:5.1f} µs/call"
+                  f"  Redis {rows[name][-1][2]:5.1f} µs/call", flush=True)
+    print(f"\nmedians, C={args.clients}, {args.calls} calls per round, {args.rounds} rounds:")
+    for name, values in rows.items():
+        rate, client, server = (statistics.median(v[i] for v in values) for i in range(3))
+        print(f"{name:<28} {rate:8.0f} calls/s  client {client:5.1f} µs/call  Redis {server:5.1f} µs/call")
 
 
 if __name__ == "__main__":
