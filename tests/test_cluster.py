@@ -181,3 +181,30 @@ async def test_the_store_keys_spread_over_every_master(redis_cluster: Cluster, s
         assert await store.stats() == type(await store.stats())(0, 0, 0, None)
     finally:
         await store.close()
+
+
+async def test_settlement_notices_follow_their_channel_to_another_master(redis_cluster: Cluster) -> None:
+    """Sharded pub/sub: when the slot of a process's notice channel moves, the old master ends the
+    subscription and the listener subscribes on the new one."""
+    from chat_ws.conf import DEFAULTS
+    from chat_ws.store.redis import RedisStore
+
+    conf = {**DEFAULTS, "REDIS_URL": redis_cluster.url, "REDIS_CLUSTER": True, "KEY_PREFIX": f"chat_ws_test:{secrets.token_hex(4)}"}
+    store, sender = RedisStore(conf), RedisStore(conf)  # the listening process, and another that answers
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await store.subscribe("srv-moving", received.put)
+    assert await sender.publish("srv-moving", {"n": 1}) == 1
+    assert await asyncio.wait_for(received.get(), WAIT) == {"n": 1}
+    move = Migration(redis_cluster, slot_of(store.key("srv", "srv-moving")))
+    move.begin()
+    move.finish()  # a channel holds no keys: nothing to migrate
+    try:
+        async with asyncio.timeout(WAIT):  # each try is one round trip: published to nobody, or to it
+            while await sender.publish("srv-moving", {"n": 2}) == 0:
+                pass
+        events = [await asyncio.wait_for(received.get(), WAIT) for _ in range(2)]
+        assert events == [{"event": "resubscribed"}, {"n": 2}]
+    finally:
+        move.back()
+        await store.close()
+        await sender.close()

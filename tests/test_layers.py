@@ -187,6 +187,15 @@ async def test_sharded_over_two_hosts_every_specific_channel_gets_its_messages(l
     got = await asyncio.wait_for(asyncio.gather(*(ours.receive(c) for c in channels)), WAIT)
     assert [m["n"] for m in got] == list(range(len(channels)))
     # the process channels of many layers (one per server process) spread over both hosts
-    hosts = {ours.consistent_hash(OurLayer(hosts=list(layer_hosts.urls)).client_prefix + "!") for _ in range(40)}
-    assert hosts == {0, 1}
+    layers = [OurLayer(hosts=list(layer_hosts.urls), prefix=prefix) for _ in range(40)]
+    by_host = {layer.consistent_hash(await layer.new_channel()): layer for layer in layers}
+    assert sorted(by_host) == [0, 1]
+    for layer in by_host.values():  # a message waiting in each host's Redis
+        await layer.send(await layer.new_channel(), {"type": "t"})
+    import redis
+
+    for url in layer_hosts.urls:
+        client = redis.Redis.from_url(url)
+        assert list(client.scan_iter(match=f"{prefix}*")), f"no layer key on {url}"
+        client.close()
     await ours.flush()

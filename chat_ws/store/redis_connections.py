@@ -82,6 +82,7 @@ class LoopState:
         that owns the channel's slot (replacing the previous one)."""
         if not isinstance(self.fast, ClusterConnection):
             return self.client
+        await self.fast.refresh()  # (re)subscribing: the channel's slot may have moved
         node = self.fast.node_url(await self.fast.node_for(channel))
         if self.url != node:
             await self.client.aclose()
