@@ -99,7 +99,7 @@ class RedisStore(BaseStore):
 
     def _p_key_buckets(self, p_key: str, client_id: str | None) -> list[int]:
         """Where a question may be: its client's bucket, or the one its p-key names; a p-key not
-        made by chat_ws (tests, old layouts) is looked for in every bucket."""
+        made by chat_ws (tests, old layouts) may be in any bucket."""
         if client_id is not None:
             return [self.bucket(client_id)]
         found = p_key_hash(p_key)
@@ -179,16 +179,25 @@ class RedisStore(BaseStore):
         return question_from_json(rec) if rec else None
 
     async def take(self, p_key: str, client_id: str | None = None) -> Question | None:
-        for b in self._p_key_buckets(p_key, client_id):
-            owner = client_id
-            if owner is None:
-                rec = await self._call("HGET", self.bucket_key(b, "q"), p_key)
-                if rec is None:
-                    continue
-                owner = question_from_json(rec).client_id
-            keys = [self.bucket_key(b, "q"), self.bucket_key(b, "idx", "q"), self.bucket_key(b, "cq", owner)]
-            rec = await self._run(scripts.TAKE, keys, [p_key, owner])
-            return question_from_json(rec) if rec else None
+        if client_id is not None:
+            b, owner = self.bucket(client_id), client_id
+        else:
+            found = await self._locate(p_key)
+            if found is None:
+                return None
+            b, owner = found[0], found[1].client_id
+        keys = [self.bucket_key(b, "q"), self.bucket_key(b, "idx", "q"), self.bucket_key(b, "cq", owner)]
+        rec = await self._run(scripts.TAKE, keys, [p_key, owner])
+        return question_from_json(rec) if rec else None
+
+    async def _locate(self, p_key: str) -> tuple[int, Question] | None:
+        """The bucket and record of a question known only by its p-key: the bucket its p-key
+        names, or, for a p-key chat_ws did not make, every bucket at once."""
+        buckets = self._p_key_buckets(p_key, None)
+        records = await _each(self._call("HGET", self.bucket_key(b, "q"), p_key) for b in buckets)
+        for b, rec in zip(buckets, records):
+            if rec is not None:
+                return b, question_from_json(rec)
         return None
 
     async def take_client(self, client_id: str, *, only_fail_fast: bool = False) -> list[Question]:
@@ -196,12 +205,12 @@ class RedisStore(BaseStore):
         return self._questions(records)
 
     async def get_question(self, p_key: str, client_id: str | None = None) -> Question | None:
-        for b in self._p_key_buckets(p_key, client_id):
-            rec = await self._call("HGET", self.bucket_key(b, "q"), p_key)
-            if rec is not None:
-                question = question_from_json(rec)
-                return question if client_id is None or question.client_id == client_id else None
-        return None
+        if client_id is None:
+            found = await self._locate(p_key)
+            return found[1] if found is not None else None
+        rec = await self._call("HGET", self.client_key(client_id, "q"), p_key)
+        question = question_from_json(rec) if rec is not None else None
+        return question if question is not None and question.client_id == client_id else None
 
     async def client_questions(self, client_id: str) -> list[Question]:
         b = self.bucket(client_id)
