@@ -16,7 +16,7 @@ DEFAULTS: dict[str, Any] = {
     # Backends
     "STORE": "chat_ws.store.memory.MemoryStore",  # dotted path; RedisStore when REDIS_URL is set
     "REDIS_URL": None,  # redis://host:port/db for the Redis store; None keeps state in memory
-    "REDIS_POOL_SIZE": 50,  # redis-py connections per process and event loop (listings, admin, pub/sub)
+    "REDIS_POOL_SIZE": 50,  # redis-py connections per process and event loop (the settlement listener's pub/sub)
     "REDIS_TIMEOUT": 10.0,  # seconds a store call to Redis may take before it fails (StoreUnavailable)
     "REDIS_MAX_IN_FLIGHT": 10_000,  # commands outstanding on the pipelined connection; more wait for room
     "KEY_PREFIX": "chat_ws",  # prefix of every Redis key chat_ws writes (no braces: they tag cluster slots)

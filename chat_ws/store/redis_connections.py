@@ -15,12 +15,10 @@ opens Redis connections for the store.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import weakref
-from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -28,28 +26,13 @@ from chat_ws.exceptions import StoreUnavailable
 from chat_ws.redis_policy import network_errors, reconnect_delay, retry_options
 from chat_ws.store.base import SettlementCallback
 from chat_ws.store.cluster import ClusterConnection
-from chat_ws.store.resp import RespConnection, Script
+from chat_ws.store.resp import RespConnection
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-P = ParamSpec("P")
 NETWORK_ERRORS = network_errors()
 SUBSCRIBE_ERRORS: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *NETWORK_ERRORS)
 LISTEN_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable, *NETWORK_ERRORS)
-
-
-def unavailable(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Turn network errors of a store call into StoreUnavailable."""
-
-    @functools.wraps(func)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await func(*args, **kwargs)
-        except NETWORK_ERRORS as exc:
-            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
-
-    return wrapper
 
 
 class LoopState:
