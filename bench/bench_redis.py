@@ -37,77 +37,60 @@ def redis_cpu(url: str) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
+async def drive(call: Any, calls: int, clients: int) -> tuple[float, float]:
+    """C concurrent callers making calls // C calls each of ``call(i)``: wall seconds, CPU seconds."""
+
+    async def caller(i: int) -> None:
+        for _ in range(calls // clients):
+            await call(i)
+
+    began, used = time.perf_counter(), cpu()
+    await asyncio.gather(*(caller(i) for i in range(clients)))
+    return time.perf_counter() - began, cpu() - used
+
+
+async def _redis_py(client: Any, calls: int, clients: int) -> tuple[float, float]:
+    script = client.register_script(SCRIPT)
+    await asyncio.gather(*(script(keys=[f"{PREFIX}{i}"], args=["v"]) for i in range(clients)))  # warm
+    try:
+        return await drive(lambda i: script(keys=[f"{PREFIX}{i}"], args=["v" * 200]), calls, clients)
+    finally:
+        await client.aclose()
+
+
+async def _chat_ws(connection: Any, calls: int, clients: int) -> tuple[float, float]:
+    from chat_ws.store.resp import Script
+
+    script = Script(SCRIPT)
+    await asyncio.gather(*(connection.evalsha(script, [f"{PREFIX}{i}"], ["v"]) for i in range(clients)))  # warm
+    try:
+        return await drive(lambda i: connection.evalsha(script, [f"{PREFIX}{i}"], ["v" * 200]), calls, clients)
+    finally:
+        await connection.close()
+
+
 async def run_redis_py(url: str, calls: int, clients: int) -> tuple[float, float]:
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(url, max_connections=clients * 2)
-    script = client.register_script(SCRIPT)
-    await script(keys=[PREFIX + "warm"], args=["v"])
-
-    async def caller(i: int) -> None:
-        for _ in range(calls // clients):
-            await script(keys=[f"{PREFIX}{i}"], args=["v" * 200])
-
-    began, used = time.perf_counter(), cpu()
-    await asyncio.gather(*(caller(i) for i in range(clients)))
-    result = time.perf_counter() - began, cpu() - used
-    await client.aclose()
-    return result
+    return await _redis_py(aioredis.Redis.from_url(url, max_connections=clients * 2), calls, clients)
 
 
 async def run_chat_ws(url: str, calls: int, clients: int) -> tuple[float, float]:
-    from chat_ws.store.resp import RespConnection, Script
+    from chat_ws.store.resp import RespConnection
 
-    connection = RespConnection(url)
-    script = Script(SCRIPT)
-    await connection.evalsha(script, [PREFIX + "warm"], ["v"])
-
-    async def caller(i: int) -> None:
-        for _ in range(calls // clients):
-            await connection.evalsha(script, [f"{PREFIX}{i}"], ["v" * 200])
-
-    began, used = time.perf_counter(), cpu()
-    await asyncio.gather(*(caller(i) for i in range(clients)))
-    result = time.perf_counter() - began, cpu() - used
-    await connection.close()
-    return result
+    return await _chat_ws(RespConnection(url), calls, clients)
 
 
 async def run_redis_py_cluster(url: str, calls: int, clients: int) -> tuple[float, float]:
     from redis.asyncio.cluster import RedisCluster
 
-    client = RedisCluster.from_url(url)
-    script = client.register_script(SCRIPT)
-    await script(keys=[PREFIX + "warm"], args=["v"])
-
-    async def caller(i: int) -> None:
-        for _ in range(calls // clients):
-            await script(keys=[f"{PREFIX}{i}"], args=["v" * 200])
-
-    began, used = time.perf_counter(), cpu()
-    await asyncio.gather(*(caller(i) for i in range(clients)))
-    result = time.perf_counter() - began, cpu() - used
-    await client.aclose()
-    return result
+    return await _redis_py(RedisCluster.from_url(url), calls, clients)
 
 
 async def run_chat_ws_cluster(url: str, calls: int, clients: int) -> tuple[float, float]:
     from chat_ws.store.cluster import ClusterConnection
-    from chat_ws.store.resp import Script
 
-    connection = ClusterConnection(url)
-    script = Script(SCRIPT)
-    await asyncio.gather(*(connection.evalsha(script, [f"{PREFIX}{i}"], ["v"]) for i in range(clients)))
-
-    async def caller(i: int) -> None:
-        for _ in range(calls // clients):
-            await connection.evalsha(script, [f"{PREFIX}{i}"], ["v" * 200])
-
-    began, used = time.perf_counter(), cpu()
-    await asyncio.gather(*(caller(i) for i in range(clients)))
-    result = time.perf_counter() - began, cpu() - used
-    await connection.close()
-    return result
+    return await _chat_ws(ClusterConnection(url), calls, clients)
 
 
 CLIENTS = {"redis-py (asyncio, hiredis)": run_redis_py, "chat_ws.store.resp": run_chat_ws}

@@ -225,21 +225,29 @@ def keys(message: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------- pending questions
 
 
+async def ask_across_a_restart(
+    chat: Any, server: OwnRedis, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, Any, str, Question | None]:
+    """Connect a client, ask it a question, restart Redis: the client, the asker's task, the
+    p-key, and what the asker's first check after the restart found."""
+    checks = QuestionChecks(chat.store, monkeypatch)
+    client = await chat.connect()
+    task = chat.ask(client, "still there after a restart?")
+    p_key = str((await client.recv())["p-key"])
+    mark = await restart(server, mode, checks)
+    return client, task, p_key, await checks.after(mark, p_key)
+
+
 @pytest.mark.parametrize("mode", ["quick", "outage"])
 async def test_a_question_pending_across_a_restart_is_answered_after_it(
     own_redis_aof: OwnRedis, settings: Any, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     async with chat_on(own_redis_aof, settings, **conf(mode)) as chat:
         store = chat.store
-        checks = QuestionChecks(store, monkeypatch)
-        client = await chat.connect()
-        task = chat.ask(client, "still there after a restart?")
-        p_key = str((await client.recv())["p-key"])
-
-        mark = await restart(own_redis_aof, mode, checks)
+        client, task, p_key, found = await ask_across_a_restart(chat, own_redis_aof, mode, monkeypatch)
 
         # the asker's own check, against the restarted Redis, finds the question
-        assert await checks.after(mark, p_key) is not None
+        assert found is not None
         assert [q.p_key for q in await store.pending(client.client_id)] == [p_key]
         assert not task.done()
 
@@ -263,14 +271,9 @@ async def test_without_persistence_the_same_restart_fails_the_asker_with_store_l
 ) -> None:
     async with chat_on(own_redis, settings, **conf(mode)) as chat:
         store = chat.store
-        checks = QuestionChecks(store, monkeypatch)
-        client = await chat.connect()
-        task = chat.ask(client, "still there after a restart?")
-        p_key = str((await client.recv())["p-key"])
+        client, task, p_key, found = await ask_across_a_restart(chat, own_redis, mode, monkeypatch)
 
-        mark = await restart(own_redis, mode, checks)
-
-        assert await checks.after(mark, p_key) is None
+        assert found is None
         assert await store.pending(client.client_id) == []
         with pytest.raises(StoreLost):
             await asyncio.wait_for(task, WAIT)
