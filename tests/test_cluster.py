@@ -208,3 +208,56 @@ async def test_settlement_notices_follow_their_channel_to_another_master(redis_c
         move.back()
         await store.close()
         await sender.close()
+
+
+def tryagain_errors(cluster: Cluster) -> int:
+    """TRYAGAIN replies the masters have sent so far (INFO errorstats)."""
+    total = 0
+    for master in cluster.masters():
+        client = redis.Redis.from_url(master.url)
+        try:
+            total += int(client.info("errorstats").get("errorstat_TRYAGAIN", {}).get("count", 0))
+        finally:
+            client.close()
+    return total
+
+
+async def test_store_scripts_wait_out_a_bucket_in_migration(redis_cluster: Cluster) -> None:
+    """A bucket's slot migrates while a client's keys are split between the two masters: its
+    multi-key scripts get TRYAGAIN, are retried, and succeed once the migration completes."""
+    from chat_ws.conf import DEFAULTS
+    from chat_ws.store.redis import RedisStore
+    from chat_ws.types import Question
+
+    prefix = f"chat_ws_test:{secrets.token_hex(4)}"
+    store = RedisStore({**DEFAULTS, "REDIS_URL": redis_cluster.url, "REDIS_CLUSTER": True, "KEY_PREFIX": prefix})
+    client_id = "migrating-client"
+    await store.open_connection(client_id, "srv", "ch", 100.0)
+    conn_key = store.client_key(client_id, "conn", client_id)
+    move = Migration(redis_cluster, slot_of(conn_key))
+    before = tryagain_errors(redis_cluster)
+    move.begin()
+    try:
+        cmd(move.source.url, "MIGRATE", move.target.host, move.target.port, conn_key, 0, 5000)  # split
+        now = 1000.0
+        question = Question(
+            p_key="p-migrating", client_id=client_id, conversation="c",
+            message={"dispatch-key": "iviewr-says", "text": "?", "p-key": "p-migrating"},
+            asked_at=now, expires_at=now + 60, server_id="srv",
+        )
+        task = asyncio.create_task(store.ask_question(question, max_pending=10))
+        # a migration takes its time: the script is retried past a few rounds (about 2.5 s here)
+        async with asyncio.timeout(WAIT):  # each look asks the masters once, off this loop
+            while await asyncio.to_thread(tryagain_errors, redis_cluster) < before + 8:
+                pass
+        assert not task.done()
+        move.move_keys()
+        move.finish()
+        state, stored = await asyncio.wait_for(task, WAIT)
+        assert state == "open" and stored is not None
+        assert [q.p_key for q in await store.client_questions(client_id)] == ["p-migrating"]
+        assert await store.resolve(client_id, ["p-migrating"]) is not None
+    finally:
+        await store.forget_client(client_id)
+        move.back()
+        await store.close()

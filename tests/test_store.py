@@ -76,6 +76,17 @@ async def test_resolve_with_no_or_many_keys(store: Any) -> None:
     assert resolved is not None and resolved.p_key == "p1"
 
 
+async def test_a_client_with_thousands_of_pending_questions(store: Any) -> None:
+    """More than Lua's unpack() takes at once (about 8,000): the scripts read them in chunks."""
+    await store.open_connection("many", "s", "ch", 100.0)
+    n = 9000
+    await asyncio.gather(*(store.ask_question(question(f"m{i}", client_id="many", asked_at=100.0 + i), max_pending=n) for i in range(n)))
+    _, again = await store.connect_client("many", "s", "ch2", 101.0)
+    assert len(again) == n and [q.seq for q in again] == sorted(q.seq for q in again)
+    taken, _ = await store.forget_client("many")
+    assert len(taken) == n and await store.pending() == []
+
+
 async def test_take_removes_everywhere(store: Any) -> None:
     await add(store, question("p1"), max_pending=10)
     taken = await store.take("p1")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import Any
 
 from redis.crc import key_slot
@@ -32,8 +33,10 @@ from chat_ws.store.resp import Address, ReplyError, RespConnection, Script
 logger = logging.getLogger(__name__)
 
 SLOTS = 16384
-MAX_REDIRECTS = 5  # MOVED/ASK/TRYAGAIN replies followed for one call before it fails
+MAX_REDIRECTS = 5  # MOVED/ASK replies followed for one call before it fails
 RETRY_DELAY = 0.05  # seconds before the first retry of TRYAGAIN/CLUSTERDOWN; doubles each time
+MAX_RETRY_DELAY = 0.5  # seconds between retries at most (they go on until the call's deadline)
+REFRESH_EVERY = 1.0  # seconds between background reads of the slot map at most
 
 
 def slot_of(key: str | bytes) -> int:
@@ -64,10 +67,11 @@ class ClusterConnection:
         self.connect_timeout = connect_timeout
         self.loop = asyncio.get_running_loop()
         self._nodes: dict[str, RespConnection] = {}
-        self._slots: list[str] | None = None
+        self._slots: list[str | None] | None = None
         self._masters: list[str] = []
         self._known: list[str] = [_node_name(self.seed.host, self.seed.port)]
-        self._refreshing: asyncio.Future[list[str]] | None = None
+        self._refreshing: asyncio.Future[list[str | None]] | None = None
+        self._refreshed_at = 0.0
         self._closed = False
         self.refreshes = 0  # slot maps read so far
 
@@ -76,6 +80,8 @@ class ClusterConnection:
         """The pipelined connection to one node ("host:port"), made on first use."""
         conn = self._nodes.get(name)
         if conn is None:
+            if self._closed:
+                raise StoreUnavailable("the Redis connection is closed")
             conn = self._nodes[name] = RespConnection(
                 self.node_url(name),
                 timeout=self.timeout,
@@ -96,15 +102,22 @@ class ClusterConnection:
 
     async def node_for(self, key: str) -> str:
         """The master that owns key's slot."""
-        return (await self._slot_map())[slot_of(key)]
+        return self._owner(await self._slot_map(), slot_of(key))
+
+    @staticmethod
+    def _owner(slots: list[str | None], slot: int) -> str:
+        name = slots[slot]
+        if name is None:
+            raise StoreUnavailable(f"no Redis Cluster master serves slot {slot}")
+        return name
 
     # ------------------------------------------------------------------ the slot map
-    async def _slot_map(self) -> list[str]:
+    async def _slot_map(self) -> list[str | None]:
         if self._slots is not None:
             return self._slots
         return await self.refresh()
 
-    async def refresh(self) -> list[str]:
+    async def refresh(self) -> list[str | None]:
         """Read the slot map (one read at a time; concurrent callers share it)."""
         if self._closed:
             raise StoreUnavailable("the Redis connection is closed")
@@ -114,7 +127,7 @@ class ClusterConnection:
             task.add_done_callback(self._refreshed)
         return await asyncio.shield(self._refreshing)
 
-    def _refreshed(self, task: asyncio.Task[list[str]]) -> None:
+    def _refreshed(self, task: asyncio.Task[list[str | None]]) -> None:
         waiting, self._refreshing = self._refreshing, None
         assert waiting is not None
         if task.cancelled():
@@ -125,29 +138,52 @@ class ClusterConnection:
         else:
             waiting.set_result(task.result())
 
-    async def _read_map(self) -> list[str]:
+    async def _read_map(self) -> list[str | None]:
+        """Ask every known node at once; the first complete map wins, else the first partial one
+        (its uncovered slots fail their calls), so one silent node does not hold the others up."""
+        self._refreshed_at = time.monotonic()
+        names = list(dict.fromkeys(self._known))
+        calls = {
+            asyncio.ensure_future(self.node(n).call("CLUSTER", "SLOTS", timeout=self.connect_timeout)): n
+            for n in names
+        }
         errors: list[str] = []
-        for name in list(dict.fromkeys(self._known)):
-            try:
-                reply = await self.node(name).call("CLUSTER", "SLOTS", timeout=self.connect_timeout)
-            except (StoreUnavailable, ReplyError) as exc:
-                errors.append(f"{name}: {exc}")
-                continue
-            slots = self._parse(reply, name)
-            if slots is None:
-                errors.append(f"{name}: the cluster does not cover all {SLOTS} slots")
-                continue
-            self._slots = slots
-            self._masters = list(dict.fromkeys(slots))
-            self._known = [*self._masters, *(n for n in self._known if n not in self._masters)]
-            self.refreshes += 1
-            logger.debug("Redis Cluster slot map: %d masters", len(self._masters))
-            return slots
+        partial: list[str | None] | None = None
+        pending = set(calls)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    exc = future.exception()
+                    if exc is not None:
+                        errors.append(f"{calls[future]}: {exc}")
+                        continue
+                    slots = self._parse(future.result(), calls[future])
+                    if None not in slots:
+                        return self._use(slots)
+                    partial = partial or slots
+        finally:
+            for future in calls:
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()  # read: a node that failed is in errors or does not matter
+        if partial is not None and any(partial):
+            logger.warning("the Redis Cluster does not cover all %d slots; calls to the others fail", SLOTS)
+            return self._use(partial)
         self._slots = None
         raise StoreUnavailable("no Redis Cluster node gave a slot map: " + "; ".join(errors))
 
+    def _use(self, slots: list[str | None]) -> list[str | None]:
+        self._slots = slots
+        self._masters = [n for n in dict.fromkeys(slots) if n is not None]
+        self._known = [*self._masters, *(n for n in self._known if n not in self._masters)]
+        self.refreshes += 1
+        logger.debug("Redis Cluster slot map: %d masters", len(self._masters))
+        return slots
+
     @staticmethod
-    def _parse(reply: list[Any], asked: str) -> list[str] | None:
+    def _parse(reply: list[Any], asked: str) -> list[str | None]:
         slots: list[str | None] = [None] * SLOTS
         asked_host = asked.rpartition(":")[0]
         for entry in reply:
@@ -156,17 +192,14 @@ class ClusterConnection:
             if host in ("", "?"):
                 host = asked_host  # the node does not know its own address: the one we asked
             name = _node_name(host, int(master[1]))
-            for slot in range(start, end + 1):
-                slots[slot] = name
-        if any(s is None for s in slots):
-            return None
-        return slots  # type: ignore[return-value]  # no None left
+            slots[start : end + 1] = [name] * (end - start + 1)
+        return slots
 
     def _stale(self) -> None:
-        """The map is out of date: read it again in the background (one read at a time)."""
-        if self._refreshing is None and not self._closed:
-            future = self.refresh()
-            task = asyncio.ensure_future(future)
+        """The map is out of date: read it again in the background, at most once per
+        REFRESH_EVERY seconds; calls go on with the map they have meanwhile."""
+        if self._refreshing is None and not self._closed and time.monotonic() - self._refreshed_at >= REFRESH_EVERY:
+            task = asyncio.ensure_future(self.refresh())
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     # ------------------------------------------------------------------ calls
@@ -185,46 +218,54 @@ class ClusterConnection:
 
     async def _execute(self, key: Any, args: tuple[Any, ...], timeout: float | None, script: Script | None) -> Any:
         slots = await self._slot_map()
-        name = slots[slot_of(key)] if key is not None else random.choice(self._masters)
-        asking = False
-        for attempt in range(MAX_REDIRECTS + 1):
+        name = self._owner(slots, slot_of(key)) if key is not None else random.choice(self._masters)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        asking, redirects, retries = False, 0, 0
+        while True:
             conn = self.node(name)
+            left = max(0.001, deadline - time.monotonic())
             try:
                 if asking:
-                    return await conn.call_asking(args, timeout=timeout)
-                return await conn.call(*args, timeout=timeout)
+                    return await conn.call_asking(args, timeout=left)
+                return await conn.call(*args, timeout=left)
             except StoreUnavailable:
-                self._slots = None  # a node is gone: the next call reads the map again
+                self._stale()  # a master may have failed over: the map is read again
                 raise
             except ReplyError as exc:
                 text = str(exc)
                 kind = text.split(" ", 1)[0]
-                if kind == "MOVED":
-                    slot, name = self._redirect(text)
-                    slots[slot] = name
-                    self._stale()
-                    asking = False
-                elif kind == "ASK":
-                    _, name = self._redirect(text)
-                    asking = True
+                if kind in ("MOVED", "ASK"):
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise StoreUnavailable(f"Redis Cluster redirected one call more than {MAX_REDIRECTS} times") from exc
+                    slot, name = self._redirect(text, name)
+                    asking = kind == "ASK"
+                    if kind == "MOVED":
+                        slots[slot] = name
+                        self._stale()
                 elif kind in ("TRYAGAIN", "CLUSTERDOWN"):
-                    if attempt == MAX_REDIRECTS:
+                    # TRYAGAIN: a multi-key call meets a slot in migration; retried until its deadline
+                    delay = min(RETRY_DELAY * 2**retries, MAX_RETRY_DELAY)
+                    if time.monotonic() + delay >= deadline:
                         raise StoreUnavailable(f"Redis Cluster is not ready: {text}") from exc
-                    await asyncio.sleep(RETRY_DELAY * 2**attempt)
+                    retries += 1
+                    await asyncio.sleep(delay)
                     if kind == "CLUSTERDOWN":
                         slots = await self.refresh()
-                        name = slots[slot_of(key)] if key is not None else random.choice(self._masters)
+                        name = self._owner(slots, slot_of(key)) if key is not None else random.choice(self._masters)
+                        asking = False
                 elif kind == "NOSCRIPT" and script is not None:
-                    await conn.call("SCRIPT", "LOAD", script.source, timeout=timeout)
+                    await conn.call("SCRIPT", "LOAD", script.source, timeout=left)
                 else:
                     raise
-        raise StoreUnavailable(f"Redis Cluster redirected one call more than {MAX_REDIRECTS} times")
 
     @staticmethod
-    def _redirect(text: str) -> tuple[int, str]:
-        """Slot and node of a ``MOVED <slot> <host>:<port>`` or ``ASK ...`` reply."""
+    def _redirect(text: str, asked: str) -> tuple[int, str]:
+        """Slot and node of a ``MOVED <slot> <host>:<port>`` or ``ASK ...`` reply (an empty host
+        means the host of the node asked)."""
         _, slot, where = text.split(" ")[:3]
-        return int(slot), where
+        host, _, port = where.rpartition(":")
+        return int(slot), f"{host or asked.rpartition(':')[0]}:{port}"
 
     # ------------------------------------------------------------------ closing
     def in_flight(self) -> int:

@@ -230,6 +230,9 @@ class RespConnection:
 
     def _send(self, proto: _Protocol, args: tuple[Any, ...], timeout: float | None) -> asyncio.Future[Any]:
         future = self.loop.create_future()
+        if proto.transport is None or proto.transport.is_closing():  # lost since it was picked
+            future.set_exception(StoreUnavailable(f"Redis connection to {self._where()} lost"))
+            return future
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         try:
             packed = hiredis.pack_command(args)

@@ -35,15 +35,17 @@ end
 _LIVE = """
 local function live(q, cq)
   local members = redis.call('ZRANGE', cq, 0, -1)
-  if #members == 0 then return {}, {} end
-  local recs = redis.call('HMGET', q, unpack(members))
   local pks, out = {}, {}
-  for i, pk in ipairs(members) do
-    if recs[i] then
-      table.insert(pks, pk)
-      table.insert(out, recs[i])
-    else
-      redis.call('ZREM', cq, pk)
+  for first = 1, #members, 1000 do  -- HMGET in chunks: Lua's unpack() stops near 8,000 values
+    local chunk = {unpack(members, first, math.min(first + 999, #members))}
+    local recs = redis.call('HMGET', q, unpack(chunk))
+    for i, pk in ipairs(chunk) do
+      if recs[i] then
+        table.insert(pks, pk)
+        table.insert(out, recs[i])
+      else
+        redis.call('ZREM', cq, pk)
+      end
     end
   end
   return pks, out
