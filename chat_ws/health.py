@@ -27,7 +27,7 @@ class HealthReport:
     """The state of chat_ws as seen from this process."""
 
     healthy: bool
-    store: bool  # the promise/presence store answers
+    store: bool  # the promise/presence store answers (at least part of it)
     channel_layer: bool  # the channel layer answers
     active_clients: int | None = None  # connected clients (all processes)
     disconnected_clients: int | None = None  # clients within their reconnect grace
@@ -44,7 +44,8 @@ class HealthReport:
     waiting_askers: int = 0  # ask() calls waiting in this process
     grace_timers: int = 0  # reconnect-grace timers running in this process
     handler_tasks: int = 0  # handler tasks running in this process (interviews waiting, ...)
-    store_nodes: list[dict[str, Any]] | None = None  # per Redis server (cluster master): node, keys, commands
+    store_degraded: bool = False  # some of the store's servers (cluster masters) do not answer
+    store_nodes: list[dict[str, Any]] | None = None  # per Redis server (cluster master): node, keys, commands, error
     layer_hosts: int | None = None  # Redis servers the channel layer shards over (all answered)
     problems: list[str] = field(default_factory=list)
     checked_at: float = 0.0  # unix seconds
@@ -69,10 +70,15 @@ async def _probe(awaitable: Awaitable[T], timeout: float, what: str, problems: l
 
 async def _store_state(counts: bool) -> tuple[Any, ...]:
     store = get_store()
-    await store.check()
-    stats = store.stats() if counts else _nothing()
+    whole = await store.check()
+    stats = store.stats() if counts and whole else _nothing()  # partial counts would mislead
     nodes = store.nodes() if counts else _nothing()
-    return tuple(await asyncio.gather(stats, nodes, sweeping.last_sweep(), sweeper.sweeper()))
+    found = await asyncio.gather(stats, nodes, sweeping.last_sweep(), sweeper.sweeper(), return_exceptions=True)
+    failed = [r for r in found if isinstance(r, BaseException)]
+    if failed and whole:
+        raise failed[0]
+    # with part of a cluster down, what lives on the missing masters is reported as unknown
+    return (whole, *(None if isinstance(r, BaseException) else r for r in found))
 
 
 async def _nothing() -> None:
@@ -118,9 +124,14 @@ async def health(*, now: float | None = None, counts: bool = True) -> HealthRepo
         checked_at=now,
     )
     if state is not None:
-        stats, nodes, last, beat = state
+        whole, stats, nodes, last, beat = state
+        if not whole:
+            # served where it answers; every process sees the same, so the verdict stays healthy
+            report.store_degraded = True
+            problems.append("store: some Redis servers do not answer")
         if nodes:
             report.store_nodes = [asdict(n) for n in nodes]
+            problems.extend(f"store node {n.node}: {n.error}" for n in nodes if n.error)
         if stats is not None:
             report.active_clients = stats.open_connections
             report.disconnected_clients = stats.closed_connections

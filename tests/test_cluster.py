@@ -261,3 +261,55 @@ async def test_store_scripts_wait_out_a_bucket_in_migration(redis_cluster: Clust
         await store.forget_client(client_id)
         move.back()
         await store.close()
+
+
+async def test_with_a_master_down_the_sweep_and_health_serve_the_others(settings: Any) -> None:
+    """A private cluster loses one master (SIGKILL). Before the cluster notices (node timeout),
+    the sweep still fails the expired questions of the buckets on the other masters, and health
+    reports the store degraded, naming the missing master, without declaring the process unhealthy."""
+    from chat_ws import store as store_module
+    from chat_ws import sweep as sweeping
+    from chat_ws.health import health
+    from chat_ws.types import Question
+    from devtools.redis_cluster import start_cluster
+    from tests.cluster_util import require_cluster_tools
+
+    require_cluster_tools()
+    cluster = start_cluster(3)
+    try:
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        settings.CHAT_WS = {"REDIS_URL": cluster.url, "REDIS_CLUSTER": True, "KEY_PREFIX": "down"}
+        store_module.reset_store()
+        store = store_module.get_store()
+        # the victim holds none of the keys a pass needs besides the buckets (lock, values, notices)
+        shared = [store.key("lock", sweeping.LOCK), store.key("srv", "srv-a"),
+                  *(store.key("val", n) for n in (sweeping.LAST_SWEEP, sweeping.SEEN_MARK, "sweep:heartbeat"))]
+        victim = next(m for m in cluster.masters() if not any(m.owns(slot_of(k)) for k in shared))
+        now = 1000.0
+        clients = [f"client-{n}" for n in range(60)]
+        for client_id in clients:
+            await store.open_connection(client_id, "srv-a", f"ch-{client_id}", now)
+            p_key = f"p-{client_id}"
+            await store.ask_question(
+                Question(p_key=p_key, client_id=client_id, conversation="c", asked_at=now, expires_at=now + 1,
+                         message={"dispatch-key": "iviewr-says", "text": "?", "p-key": p_key}, server_id="srv-a"),
+                max_pending=10,
+            )
+        on_victim = [c for c in clients if victim.owns(slot_of(store.client_key(c, "q")))]
+        assert 0 < len(on_victim) < len(clients)
+        proc = next(p for p in cluster.procs if str(victim.port) in map(str, p.args))  # its own server
+        proc.kill()
+        proc.wait(10)
+
+        report = await sweeping.sweep(now=now + 100)
+        assert report.expired == len(clients) - len(on_victim)
+
+        verdict = await health(now=now + 100)
+        assert verdict.healthy and verdict.store and verdict.store_degraded
+        assert any(str(victim.port) in p for p in verdict.problems), verdict.problems
+        down = [n for n in verdict.store_nodes or [] if n["error"]]
+        assert [n["node"] for n in down] == [f"{victim.host}:{victim.port}"]
+        await store.close()
+    finally:
+        store_module.reset_store()
+        cluster.stop()

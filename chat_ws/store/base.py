@@ -181,7 +181,9 @@ class BaseStore(ABC):
 
     @abstractmethod
     async def check(self) -> bool:
-        """True when the backend answers (every node of it)."""
+        """True when the backend answers; False when only some of its servers do (a cluster
+        with a master down: the clients whose keys live on the others are served); raises
+        StoreUnavailable when none does."""
 
     async def nodes(self) -> list[NodeStats]:
         """Per server the backend spans: keys held and commands served (empty in memory)."""
@@ -298,5 +300,6 @@ class NodeStats:
     """One Redis server (a cluster master) as the health report shows it."""
 
     node: str  # host:port
-    keys: int  # keys it holds (all of them, not only chat_ws's)
-    commands: int  # commands it has processed since it started
+    keys: int | None  # keys it holds (all of them, not only chat_ws's); None when it did not answer
+    commands: int | None  # commands it has processed since it started; None when it did not answer
+    error: str | None = None  # why it did not answer

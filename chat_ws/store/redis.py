@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from chat_ws.exceptions import TooManyPending
+from chat_ws.exceptions import StoreUnavailable, TooManyPending
 from chat_ws.store import scripts
 from chat_ws.store.base import (
     BaseStore,
@@ -58,6 +58,27 @@ async def _each(calls: Iterable[Awaitable[T]]) -> list[T]:
     return list(await asyncio.gather(*calls))
 
 
+async def _each_bucket(what: str, calls: dict[int, Awaitable[T]]) -> dict[int, T]:
+    """Per-bucket sweep work issued together: the buckets that answered. A bucket whose master is
+    unreachable is logged and left for the next pass, so one master down does not stop the sweep
+    for the others; only when no bucket answers does the StoreUnavailable go up."""
+    results = await asyncio.gather(*calls.values(), return_exceptions=True)
+    done: dict[int, T] = {}
+    failed: list[BaseException] = []
+    for bucket, result in zip(calls, results):
+        if isinstance(result, StoreUnavailable):
+            failed.append(result)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            done[bucket] = result
+    if failed:
+        if not done and calls:
+            raise failed[0]
+        logger.warning("%s: %d of %d key buckets unreachable (%s); the next pass retries them", what, len(failed), len(calls), failed[0])
+    return done
+
+
 class RedisStore(BaseStore):
     """The shared store; requires ``REDIS_URL``."""
 
@@ -78,6 +99,7 @@ class RedisStore(BaseStore):
         )
         # Index keys of every bucket, built once: the sweep and health walk them.
         self._all = [f"{self.prefix}:{{{b}}}" for b in range(self.buckets)]
+        self._expiry_start = 0  # the bucket the next expiry sweep serves first
 
     # ------------------------------------------------------------------ key layout
     def key(self, kind: str, *parts: str) -> str:
@@ -233,17 +255,30 @@ class RedisStore(BaseStore):
         return [q for q in found if conversation is None or q.conversation == conversation]
 
     async def expired_questions(self, now: float, limit: int = 1000) -> list[Question]:
-        out: list[Question] = []
-        for b in range(self.buckets):  # one bucket at a time: stop once limit are taken
-            if len(out) >= limit:
+        """Count each bucket's expired questions, share ``limit`` among the buckets that have
+        some (starting at a bucket that moves on every call, so no bucket waits behind the others),
+        then take them: two rounds of calls issued together, whatever the number of buckets."""
+        due = await _each_bucket(
+            "expired questions",
+            {b: self._call("ZCOUNT", self.bucket_key(b, "idx", "q"), "-inf", repr(now)) for b in range(self.buckets)},
+        )
+        start, self._expiry_start = self._expiry_start, (self._expiry_start + 1) % self.buckets
+        allotted: dict[int, int] = {}
+        left = limit
+        for b in [*range(start, self.buckets), *range(start)]:
+            if left <= 0:
                 break
-            records = await self._run(
-                scripts.EXPIRED,
-                [self.bucket_key(b, "idx", "q"), self.bucket_key(b, "q")],
-                [repr(now), limit - len(out)],
-            )
-            out.extend(self._questions(records))
-        return out
+            if due.get(b):
+                allotted[b] = min(int(due[b]), left)
+                left -= allotted[b]
+        taken = await _each_bucket(
+            "expired questions",
+            {
+                b: self._run(scripts.EXPIRED, [self.bucket_key(b, "idx", "q"), self.bucket_key(b, "q")], [repr(now), n])
+                for b, n in allotted.items()
+            },
+        )
+        return [q for records in taken.values() for q in self._questions(records)]
 
     # ------------------------------------------------------------------ presence
     def _presence_keys(self, client_id: str) -> list[str]:
@@ -328,14 +363,17 @@ class RedisStore(BaseStore):
         self, index: str, low: str, high: str, limit: int
     ) -> list[tuple[float, str]]:
         """(score, member) of every bucket's index between low and high, lowest first, at most limit."""
-        rows = await _each(
-            self._call(
-                "ZRANGEBYSCORE", self.bucket_key(b, "idx", index), low, high, "WITHSCORES", "LIMIT", 0, limit
-            )
-            for b in range(self.buckets)
+        rows = await _each_bucket(
+            f"clients by {index} time",
+            {
+                b: self._call(
+                    "ZRANGEBYSCORE", self.bucket_key(b, "idx", index), low, high, "WITHSCORES", "LIMIT", 0, limit
+                )
+                for b in range(self.buckets)
+            },
         )
         merged = heapq.merge(
-            *([(float(row[i + 1]), row[i].decode()) for i in range(0, len(row), 2)] for row in rows)
+            *([(float(row[i + 1]), row[i].decode()) for i in range(0, len(row), 2)] for row in rows.values())
         )
         return [pair for pair, _ in zip(merged, range(limit))]
 
@@ -406,13 +444,20 @@ class RedisStore(BaseStore):
 
     async def check(self) -> bool:
         fast = self._state().fast
-        if isinstance(fast, ClusterConnection):
-            await _each(fast.call_node(name, "PING") for name in await fast.masters())
-            return True
-        return bool(await fast.call("PING"))
+        if not isinstance(fast, ClusterConnection):
+            return bool(await fast.call("PING"))
+        names = await fast.masters()
+        replies = await asyncio.gather(*(fast.call_node(n, "PING") for n in names), return_exceptions=True)
+        failed = [f"{n}: {r}" for n, r in zip(names, replies) if isinstance(r, BaseException)]
+        if len(failed) == len(names):
+            raise StoreUnavailable("no Redis Cluster master answers: " + "; ".join(failed))
+        if failed:
+            logger.warning("Redis Cluster masters not answering: %s", "; ".join(failed))
+        return not failed
 
     async def nodes(self) -> list[NodeStats]:
-        """Per Redis server (each master of a cluster): its address, keys and commands served."""
+        """Per Redis server (each master of a cluster): its address, keys and commands served, or
+        the error that kept it from answering."""
         fast = self._state().fast
         if isinstance(fast, ClusterConnection):
             names = await fast.masters()
@@ -422,10 +467,14 @@ class RedisStore(BaseStore):
         else:
             names = [f"{fast.address.host}:{fast.address.port}"]
             calls = [fast.call("DBSIZE"), fast.call("INFO", "stats")]
-        replies = await _each(calls)
+        replies = await asyncio.gather(*calls, return_exceptions=True)
         out = []
         for i, name in enumerate(names):
             keys, info = replies[2 * i], replies[2 * i + 1]
+            if isinstance(keys, BaseException) or isinstance(info, BaseException):
+                error = keys if isinstance(keys, BaseException) else info
+                out.append(NodeStats(node=name, keys=None, commands=None, error=f"{type(error).__name__}: {error}"))
+                continue
             fields = dict(line.split(":", 1) for line in info.decode().splitlines() if ":" in line)
             out.append(NodeStats(node=name, keys=int(keys), commands=int(fields.get("total_commands_processed", 0))))
         return out
@@ -488,18 +537,14 @@ class RedisStore(BaseStore):
             start += self.SCAN_PAGE
 
     async def orphaned_clients(self, limit: int = 1000) -> list[str]:
-        found: dict[str, None] = {}
-        for b in range(self.buckets):
-            if len(found) >= limit:
-                break
-            candidates = list(
-                dict.fromkeys(cid for clients, _ in await self._question_pages(b) for cid in clients)
-            )
-            present = await _each(self._call("EXISTS", self.bucket_key(b, "conn", c)) for c in candidates)
-            for client_id, exists in zip(candidates, present):
-                if not exists:
-                    found[client_id] = None
-        return list(found)[:limit]
+        found = await _each_bucket("orphaned clients", {b: self._orphans_in(b) for b in range(self.buckets)})
+        return list(dict.fromkeys(c for b in sorted(found) for c in found[b]))[:limit]
+
+    async def _orphans_in(self, b: int) -> list[str]:
+        """Clients of bucket b with pending questions and no presence record."""
+        candidates = list(dict.fromkeys(cid for clients, _ in await self._question_pages(b) for cid in clients))
+        present = await _each(self._call("EXISTS", self.bucket_key(b, "conn", c)) for c in candidates)
+        return [client_id for client_id, exists in zip(candidates, present) if not exists]
 
     async def take_orphaned(self, client_id: str) -> list[Question]:
         cq, q, idx = self._question_keys(client_id)
@@ -509,27 +554,29 @@ class RedisStore(BaseStore):
         return self._questions(records)
 
     async def prune_indexes(self, *, remove: bool = True) -> int:
-        counts = await _each(self._prune_bucket(b, remove) for b in range(self.buckets))
-        return sum(counts)
+        counts = await _each_bucket("index pruning", {b: self._prune_bucket(b, remove) for b in range(self.buckets)})
+        return sum(counts.values())
 
     async def _prune_bucket(self, b: int, remove: bool) -> int:
+        """Index members of bucket b whose record is gone, a page of SCAN_PAGE at a time: the page
+        is read, then one script checks (and removes) its members with their records as KEYS."""
         total = 0
         for index in ("seen", "closed"):
-            members = self._names(await self._call("ZRANGE", self.bucket_key(b, "idx", index), 0, -1))
-            present = await _each(self._call("EXISTS", self.bucket_key(b, "conn", m)) for m in members)
-            dead = [m for m, exists in zip(members, present) if not exists]
-            if remove:
-                removed = await _each(
-                    self._run(
-                        scripts.PRUNE_MEMBER,
-                        [self.bucket_key(b, "idx", index), self.bucket_key(b, "conn", m)],
-                        [m],
-                    )
-                    for m in dead
+            key = self.bucket_key(b, "idx", index)
+            start = 0
+            while True:
+                members = self._names(await self._call("ZRANGE", key, start, start + self.SCAN_PAGE - 1))
+                if not members:
+                    break
+                dead = await self._run(
+                    scripts.PRUNE_PRESENCE,
+                    [key, *(self.bucket_key(b, "conn", m) for m in members)],
+                    [int(remove), *members],
                 )
-                total += sum(int(r) for r in removed)
-            else:
-                total += len(dead)
+                total += dead
+                if len(members) < self.SCAN_PAGE:
+                    break
+                start += self.SCAN_PAGE - (dead if remove else 0)
         start = 0
         while True:
             examined, dead_q = await self._run(

@@ -281,11 +281,18 @@ return out
 """
 )
 
-# KEYS: index, conn   ARGV: client_id
-# Drops one presence-index member whose record is gone (re-checked here: it may be back).
-PRUNE_MEMBER = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-return redis.call('ZREM', KEYS[1], ARGV[1])
+# KEYS: index, conn of each member   ARGV: remove ('1'|'0'), the members (client-ids), in KEYS' order
+# Counts (and removes) the page's members whose presence record is gone; checked here, atomically,
+# so a client that is back keeps its entry.
+PRUNE_PRESENCE = """
+local dead = 0
+for i = 2, #ARGV do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    dead = dead + 1
+    if ARGV[1] == '1' then redis.call('ZREM', KEYS[1], ARGV[i]) end
+  end
+end
+return dead
 """
 
 # KEYS: idx:q, q   ARGV: start, stop, remove ('1'|'0')
