@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 NETWORK_ERRORS = network_errors()
 SUBSCRIBE_ERRORS: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *NETWORK_ERRORS)
 LISTEN_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable, *NETWORK_ERRORS)
+PING_EVERY = 5.0  # seconds between the settlement listener's pings while no notice comes
+SILENCE_LIMIT = 15.0  # seconds without any reply after which the listener takes Redis as gone
+LISTEN_TICK = 1.0  # seconds one wait for a notice lasts at most
 
 
 class LoopState:
@@ -166,12 +169,7 @@ class LoopConnections:
                     logger.info("settlement listener re-subscribed to %s", channel)
                     await _call(callback, {"event": "resubscribed"})
                 failures = 0
-                async for item in pubsub.listen():
-                    kind = item.get("type")
-                    if kind in ("message", "smessage"):
-                        await _call(callback, json.loads(item["data"]))
-                    elif kind in ("unsubscribe", "sunsubscribe"):  # the slot moved to another master
-                        raise StoreUnavailable(f"the subscription to {channel} ended ({kind})")
+                await _receive(pubsub, channel, callback)
             except asyncio.CancelledError:
                 raise
             except LISTEN_ERRORS as exc:
@@ -192,6 +190,29 @@ class LoopConnections:
                         await pubsub.aclose()
                 except Exception:  # the connection may already be gone
                     pass
+
+
+async def _receive(pubsub: Any, channel: str, callback: SettlementCallback) -> None:
+    """Hand the subscription's messages to callback until it ends. A PING every PING_EVERY
+    seconds: a server that has answered nothing, not even the pings, for SILENCE_LIMIT seconds is
+    taken as gone (a host lost without a reset leaves the socket open and silent)."""
+    loop = asyncio.get_running_loop()
+    heard = pinged = loop.time()
+    while True:
+        item = await pubsub.get_message(timeout=min(LISTEN_TICK, PING_EVERY))
+        now = loop.time()
+        if item is not None:
+            heard = now
+            kind = item.get("type")
+            if kind in ("message", "smessage"):
+                await _call(callback, json.loads(item["data"]))
+            elif kind in ("unsubscribe", "sunsubscribe"):  # the slot moved to another master
+                raise StoreUnavailable(f"the subscription to {channel} ended ({kind})")
+        elif now - heard > SILENCE_LIMIT:
+            raise StoreUnavailable(f"Redis answered nothing for {SILENCE_LIMIT:g}s")
+        if now - pinged >= PING_EVERY:
+            await pubsub.ping()
+            pinged = now
 
 
 async def _call(callback: SettlementCallback, event: dict[str, Any]) -> None:
