@@ -72,6 +72,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             Error("The Redis store needs CHAT_WS['REDIS_URL'].", hint="Set REDIS_URL.", id="chat_ws.E004")
         )
     problems.extend(check_key_layout(conf))
+    layer = layers.get(conf["CHANNEL_LAYER"]) or {}
+    if layer.get("BACKEND") == "channels_redis.core.RedisChannelLayer" and len((layer.get("CONFIG") or {}).get("hosts") or []) > 1:
+        problems.append(
+            Warning(
+                "channels-redis's RedisChannelLayer with several hosts sends messages for a socket's "
+                "channel to one host and reads them from another (django/channels#1492).",
+                hint="Use chat_ws.layers.RedisChannelLayer, which shards them consistently; switch every process at once.",
+                id="chat_ws.W002",
+            )
+        )
     if conf["REDIS_CLUSTER"] and conf["CHANNEL_LAYER"] in layers:
         problems.extend(check_cluster_layer(conf, layers[conf["CHANNEL_LAYER"]]))
     problems.extend(check_handler_modules(conf["HANDLER_MODULES"]))

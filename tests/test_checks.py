@@ -63,6 +63,14 @@ def test_a_cluster_store_needs_a_channel_layer_of_its_own(settings: Any) -> None
     assert ids(settings, REDIS_URL="redis://10.0.0.5:7000") == set()
 
 
+def test_channels_redis_sharded_over_several_hosts_is_a_warning(settings: Any) -> None:
+    hosts = {"hosts": ["redis://10.0.0.6:6379", "redis://10.0.0.7:6379"]}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": hosts}}
+    assert ids(settings) == {"chat_ws.W002"}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "chat_ws.layers.RedisChannelLayer", "CONFIG": hosts}}
+    assert ids(settings) == set()
+
+
 def test_the_demo_reads_the_cluster_settings_from_its_environment() -> None:
     code = (
         "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'stbd_project.settings'; django.setup(); "
