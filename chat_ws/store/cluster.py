@@ -28,7 +28,7 @@ from typing import Any
 from redis.crc import key_slot
 
 from chat_ws.exceptions import ConfigurationError, StoreUnavailable
-from chat_ws.store.resp import Address, ReplyError, RespConnection, Script
+from chat_ws.store.resp import Address, ReplyError, RespConnection, Script, SharedAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class ClusterConnection:
         self._slots: list[str | None] | None = None
         self._masters: list[str] = []
         self._known: list[str] = [_node_name(self.seed.host, self.seed.port)]
-        self._refreshing: asyncio.Future[list[str | None]] | None = None
+        self._refreshing: SharedAttempt[list[str | None]] = SharedAttempt(self.loop, "reading the cluster's slot map")
         self._refreshed_at = 0.0
         self._closed = False
         self.refreshes = 0  # slot maps read so far
@@ -121,22 +121,7 @@ class ClusterConnection:
         """Read the slot map (one read at a time; concurrent callers share it)."""
         if self._closed:
             raise StoreUnavailable("the Redis connection is closed")
-        if self._refreshing is None:
-            self._refreshing = self.loop.create_future()
-            task = self.loop.create_task(self._read_map())
-            task.add_done_callback(self._refreshed)
-        return await asyncio.shield(self._refreshing)
-
-    def _refreshed(self, task: asyncio.Task[list[str | None]]) -> None:
-        waiting, self._refreshing = self._refreshing, None
-        assert waiting is not None
-        if task.cancelled():
-            waiting.set_exception(StoreUnavailable("reading the cluster's slot map was cancelled"))
-        elif (exc := task.exception()) is not None:
-            waiting.set_exception(exc)
-            waiting.exception()  # every caller waiting on it raises it anyway
-        else:
-            waiting.set_result(task.result())
+        return await self._refreshing.run(self._read_map)
 
     async def _read_map(self) -> list[str | None]:
         """Ask every known node at once; the first complete map wins, else the first partial one
@@ -198,7 +183,7 @@ class ClusterConnection:
     def _stale(self) -> None:
         """The map is out of date: read it again in the background, at most once per
         REFRESH_EVERY seconds; calls go on with the map they have meanwhile."""
-        if self._refreshing is None and not self._closed and time.monotonic() - self._refreshed_at >= REFRESH_EVERY:
+        if not self._refreshing.running and not self._closed and time.monotonic() - self._refreshed_at >= REFRESH_EVERY:
             task = asyncio.ensure_future(self.refresh())
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 

@@ -25,7 +25,8 @@ import hashlib
 import logging
 import ssl
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 
 import hiredis
@@ -33,6 +34,8 @@ import hiredis
 from chat_ws.exceptions import ConfigurationError, StoreUnavailable
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 TICK = 0.05  # seconds between deadline checks while commands are outstanding
 DEAD_AFTER = 5.0  # seconds past a deadline without any reply after which the connection is dropped
@@ -102,6 +105,41 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
     """Mark a reply nobody awaits as read (its failure shows in the call after it)."""
     if not future.cancelled():
         future.exception()
+
+
+class SharedAttempt(Generic[T]):
+    """One attempt at a time (a connect, a read of the slot map): callers that come while it runs
+    share its outcome instead of starting another; a caller's cancellation does not cancel it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, what: str, after: Callable[[], None] | None = None) -> None:
+        self.loop = loop
+        self.what = what  # for the error when the attempt itself is cancelled
+        self.after = after  # run once each attempt has ended
+        self._future: asyncio.Future[T] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._future is not None
+
+    def run(self, attempt: Callable[[], Coroutine[Any, Any, T]]) -> Awaitable[T]:
+        """The running attempt's outcome, starting attempt() when none runs."""
+        if self._future is None:
+            self._future = self.loop.create_future()
+            self.loop.create_task(attempt()).add_done_callback(self._done)
+        return asyncio.shield(self._future)
+
+    def _done(self, task: asyncio.Task[T]) -> None:
+        waiting, self._future = self._future, None
+        assert waiting is not None
+        if task.cancelled():
+            waiting.set_exception(StoreUnavailable(f"{self.what} was cancelled"))
+        elif (exc := task.exception()) is not None:
+            waiting.set_exception(exc)
+            waiting.exception()  # marked retrieved: every caller waiting on it raises it anyway
+        else:
+            waiting.set_result(task.result())
+        if self.after is not None:
+            self.after()
 
 
 class _Call:
@@ -191,7 +229,7 @@ class RespConnection:
         self.connect_timeout = connect_timeout
         self.loop = asyncio.get_running_loop()
         self._proto: _Protocol | None = None
-        self._connecting: asyncio.Future[_Protocol] | None = None
+        self._connecting: SharedAttempt[_Protocol] = SharedAttempt(self.loop, "connecting to Redis", self._room_freed)
         self._room: collections.deque[asyncio.Future[None]] = collections.deque()
         self._ticker: asyncio.TimerHandle | None = None
         self._closed = False
@@ -277,23 +315,7 @@ class RespConnection:
             await asyncio.wait([proto.lost], timeout=self.connect_timeout)  # dropped: connect anew
             if self._proto is not proto:
                 return await self._connected()
-        if self._connecting is None:
-            self._connecting = self.loop.create_future()
-            task = self.loop.create_task(self._connect())
-            task.add_done_callback(self._connect_done)
-        return await asyncio.shield(self._connecting)
-
-    def _connect_done(self, task: asyncio.Task[_Protocol]) -> None:
-        waiting, self._connecting = self._connecting, None
-        assert waiting is not None
-        if task.cancelled():
-            waiting.set_exception(StoreUnavailable("connecting to Redis was cancelled"))
-        elif (exc := task.exception()) is not None:
-            waiting.set_exception(exc)
-            waiting.exception()  # marked retrieved: every caller waiting on it raises it anyway
-        else:
-            waiting.set_result(task.result())
-        self._room_freed()
+        return await self._connecting.run(self._connect)
 
     async def _connect(self) -> _Protocol:
         ep = self.address
