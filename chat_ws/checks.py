@@ -73,7 +73,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     problems.extend(check_key_layout(conf))
     layer = layers.get(conf["CHANNEL_LAYER"]) or {}
-    if layer.get("BACKEND") == "channels_redis.core.RedisChannelLayer" and len((layer.get("CONFIG") or {}).get("hosts") or []) > 1:
+    if layer.get("BACKEND") == "channels_redis.core.RedisChannelLayer" and len(_layer_hosts(layer)) > 1:
         problems.append(
             Warning(
                 "channels-redis's RedisChannelLayer with several hosts sends messages for a socket's "
@@ -108,6 +108,11 @@ def check_key_layout(conf: dict[str, Any]) -> list[Any]:
     return problems
 
 
+def _layer_hosts(layer: dict[str, Any]) -> list[Any]:
+    """The hosts entries of a channel layer's CONFIG (URLs or channels-redis host dicts)."""
+    return list((layer.get("CONFIG") or {}).get("hosts") or [])
+
+
 def check_cluster_layer(conf: dict[str, Any], layer: dict[str, Any]) -> list[Any]:
     """With REDIS_CLUSTER, the channel layer needs Redis servers of its own (chat_ws.E010):
     channels-redis shards over standalone servers and does not support Redis Cluster, and the
@@ -129,7 +134,7 @@ def check_cluster_layer(conf: dict[str, Any], layer: dict[str, Any]) -> list[Any
     from chat_ws.store.resp import Address
 
     seed = Address(conf["REDIS_URL"]) if conf.get("REDIS_URL") else None
-    for host in (layer.get("CONFIG") or {}).get("hosts") or []:
+    for host in _layer_hosts(layer):
         url = host.get("address") if isinstance(host, dict) else host
         if not isinstance(url, str) or seed is None:
             continue

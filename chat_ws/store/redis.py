@@ -119,11 +119,9 @@ class RedisStore(BaseStore):
         """A key in the client's bucket."""
         return self.bucket_key(self.bucket(client_id), kind, *parts)
 
-    def _p_key_buckets(self, p_key: str, client_id: str | None) -> list[int]:
-        """Where a question may be: its client's bucket, or the one its p-key names; a p-key not
-        made by chat_ws (tests, old layouts) may be in any bucket."""
-        if client_id is not None:
-            return [self.bucket(client_id)]
+    def _p_key_buckets(self, p_key: str) -> list[int]:
+        """Where a question known only by its p-key may be: the bucket its p-key names; a p-key
+        not made by chat_ws (tests, old layouts) may be in any bucket."""
         found = p_key_hash(p_key)
         if found is not None:
             return [found % self.buckets]
@@ -215,7 +213,7 @@ class RedisStore(BaseStore):
     async def _locate(self, p_key: str) -> tuple[int, Question] | None:
         """The bucket and record of a question known only by its p-key: the bucket its p-key
         names, or, for a p-key chat_ws did not make, every bucket at once."""
-        buckets = self._p_key_buckets(p_key, None)
+        buckets = self._p_key_buckets(p_key)
         records = await _each(self._call("HGET", self.bucket_key(b, "q"), p_key) for b in buckets)
         for b, rec in zip(buckets, records):
             if rec is not None:
@@ -281,8 +279,9 @@ class RedisStore(BaseStore):
         return [q for records in taken.values() for q in self._questions(records)]
 
     # ------------------------------------------------------------------ presence
-    def _presence_keys(self, client_id: str) -> list[str]:
-        b = self.bucket(client_id)
+    def _presence_keys(self, client_id: str, b: int | None = None) -> list[str]:
+        """conn, idx:seen, idx:closed of the client (b: its bucket, when the caller has it)."""
+        b = self.bucket(client_id) if b is None else b
         return [
             self.bucket_key(b, "conn", client_id),
             self.bucket_key(b, "idx", "seen"),
@@ -322,7 +321,7 @@ class RedisStore(BaseStore):
         b = self.bucket(client_id)
         prev, records = await self._run(
             scripts.CONNECT,
-            [*self._presence_keys(client_id), self.bucket_key(b, "cq", client_id), self.bucket_key(b, "q")],
+            [*self._presence_keys(client_id, b), self.bucket_key(b, "cq", client_id), self.bucket_key(b, "q")],
             [client_id, server_id, channel_name, repr(now), self._open_ttl_ms()],
         )
         return self._connection(client_id, prev), self._questions(records)  # in seq order (ZRANGE)
@@ -336,9 +335,10 @@ class RedisStore(BaseStore):
         return bool(done)
 
     async def touch(self, client_id: str, now: float) -> bool:
+        b = self.bucket(client_id)
         done = await self._run(
             scripts.TOUCH,
-            self._presence_keys(client_id)[:2],
+            [self.bucket_key(b, "conn", client_id), self.bucket_key(b, "idx", "seen")],
             [client_id, repr(now), self._open_ttl_ms()],
         )
         return bool(done)
