@@ -47,11 +47,15 @@ class LoopState:
             self.fast = ClusterConnection(url, timeout=timeout, max_in_flight=max_in_flight)
         else:
             self.fast = RespConnection(url, timeout=timeout, max_in_flight=max_in_flight)
-        self.cluster = cluster
         self.url = url
         self.pool_size = pool_size
         self.client = self._client(url)
         self.listener: asyncio.Task[None] | None = None
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the store is on a Redis Cluster (notices by sharded pub/sub)."""
+        return isinstance(self.fast, ClusterConnection)
 
     def _client(self, url: str) -> aioredis.Redis:
         pool = aioredis.BlockingConnectionPool.from_url(
