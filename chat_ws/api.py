@@ -20,6 +20,7 @@ from chat_ws.exceptions import (
     ClientGone,
     QuestionCancelled,
     QuestionError,
+    QuestionSuperseded,
     StoreLost,
     StoreUnavailable,
     TooManyPending,
@@ -46,6 +47,7 @@ __all__ = [
     "Question",
     "QuestionCancelled",
     "QuestionError",
+    "QuestionSuperseded",
     "StoreLost",
     "StoreUnavailable",
     "TooManyPending",
@@ -57,6 +59,8 @@ __all__ = [
     "cancel",
     "cancel_sync",
     "connections",
+    "end_conversation",
+    "end_conversation_sync",
     "forget",
     "forget_sync",
     "handler",
@@ -80,6 +84,7 @@ async def ask(
     timeout: float | None = None,
     on_disconnect: OnDisconnect = "hold",
     meta: dict[str, Any] | None = None,
+    step: str | None = None,
 ) -> Answer:
     """Ask client_id a question and wait for the answer.
 
@@ -90,7 +95,16 @@ async def ask(
     ``meta`` (JSON data) is kept with the question, for the admin and for receivers of
     ``chat_ws.signals.answer_orphaned`` when the asker died before the answer arrived.
 
-    Raises AnswerTimeout, ClientGone, QuestionCancelled, TooManyPending or StoreLost.
+    ``step`` names the question within the conversation (unique there, e.g. "q3") and makes it
+    durable: the answer is journaled in the store by the same step that resolves it, and any
+    later ask() of the same step in the conversation returns that answer at once and sends
+    nothing, so a conversation re-run from its start after a crash asks nothing twice. An ask()
+    of a step still pending becomes its asker (the earlier asker raises QuestionSuperseded). The
+    journaled answers are consumed by the next ask() in the conversation or end_conversation();
+    one not consumed within ``ANSWER_CONSUME_TIMEOUT`` is sent to ``answer_orphaned`` again.
+
+    Raises AnswerTimeout, ClientGone, QuestionCancelled (QuestionSuperseded), TooManyPending or
+    StoreLost.
     """
     return await promises.ask(
         client_id,
@@ -99,7 +113,15 @@ async def ask(
         timeout=timeout,
         on_disconnect=on_disconnect,
         meta=meta,
+        step=step,
     )
+
+
+async def end_conversation(client_id: str, conversation: str, *, forget: bool = False) -> None:
+    """The asker is done with the conversation: its journaled answers are consumed (nothing is
+    handed to ``answer_orphaned`` any more). With ``forget`` the journal of the conversation is
+    dropped as well, so that a new run asks every step afresh (a restart)."""
+    await promises.end_conversation(client_id, conversation, forget=forget)
 
 
 async def send(client_id: str, message: Message) -> None:
@@ -130,6 +152,7 @@ send_sync = async_to_sync(send)
 forget_sync = async_to_sync(forget)
 pending_sync = async_to_sync(pending)
 cancel_sync = async_to_sync(cancel)
+end_conversation_sync = async_to_sync(end_conversation)
 
 
 async def health() -> HealthReport:

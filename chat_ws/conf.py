@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PENDING_PER_CLIENT": 100,  # pending questions one client may have at once
     "SETTLE_WAIT": 5,  # seconds an asker waits for a settlement already under way elsewhere
     "QUESTION_CHECK_INTERVAL": 30,  # seconds between an asker's checks that its question still exists
+    "ANSWER_CONSUME_TIMEOUT": 30,  # seconds a journaled answer may wait for its asker's next step before
+    # the sweep hands it to answer_orphaned (again every as many seconds until it is consumed)
     # Liveness
     "PING_INTERVAL": 30,  # seconds between browser pings (told to the browser client)
     "INACTIVITY_TIMEOUT": 600,  # seconds of silence before the sweep sends alive?

@@ -59,6 +59,10 @@ class QuestionCancelled(QuestionError):
     """The question was cancelled before it was answered."""
 
 
+class QuestionSuperseded(QuestionCancelled):
+    """Another asker of the same step took the question over (a second run of the conversation)."""
+
+
 class TooManyPending(QuestionError):
     """The client already has the maximum number of pending questions."""
 

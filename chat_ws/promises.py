@@ -9,6 +9,7 @@ asker's process through the store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -23,12 +24,13 @@ from chat_ws.exceptions import (
     InvalidMessage,
     QuestionCancelled,
     QuestionError,
+    QuestionSuperseded,
     StoreLost,
     StoreUnavailable,
 )
 from chat_ws.store import get_store
 from chat_ws.store.base import BaseStore, new_p_key
-from chat_ws.types import Answer, Message, OnDisconnect, Outcome, Question
+from chat_ws.types import JOURNAL_SEPARATOR, Answer, JournalEntry, Message, OnDisconnect, Outcome, Question
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ GONE: Outcome = "gone"
 CANCELLED: Outcome = "cancelled"
 TIMEOUT: Outcome = "timeout"
 LOST: Outcome = "lost"
+SUPERSEDED: Outcome = "superseded"
+TAKEOVER_TRIES = 3  # a pending step settled while it was being taken over: look again this often
 
 Settlement = tuple[str, Any]  # (outcome, payload)
 
@@ -177,11 +181,15 @@ async def ask(
     timeout: float | None = None,
     on_disconnect: OnDisconnect = "hold",
     meta: dict[str, Any] | None = None,
+    step: str | None = None,
 ) -> Answer:
     """Send a question to client_id and wait for the answer (see chat_ws.api.ask)."""
     protocol.validate(message)
     if on_disconnect not in ("hold", "fail"):
         raise ValueError("on_disconnect must be 'hold' or 'fail'")
+    _check_name("conversation", conversation)
+    if step is not None:
+        _check_name("step", step)
     conf = get_settings()
     wait = float(conf["QUESTION_TIMEOUT"] if timeout is None else timeout)
     if wait <= 0:
@@ -202,6 +210,7 @@ async def ask(
         on_disconnect=on_disconnect,
         server_id=server_id(),
         extra=dict(meta or {}),
+        step=step,
     )
     waiters = runtime().waiters
     waiter = waiters[p_key] = Waiter(asyncio.get_running_loop())
@@ -210,6 +219,17 @@ async def ask(
         state, stored = await store.ask_question(question, max_pending=max_pending)
         if state == "none" and delivery.local(client_id) is not None and await _recovered():
             state, stored = await store.ask_question(question, max_pending=max_pending)
+        for _ in range(TAKEOVER_TRIES):
+            if not (state == "pending" and isinstance(stored, Question)):
+                break
+            taken, taken_waiter = await _take_over(stored)
+            if taken_waiter is not None:  # the question is on its way to the client already
+                return await _wait_taken_over(taken, taken_waiter, conf["SETTLE_WAIT"])
+            state, stored = await store.ask_question(question, max_pending=max_pending)  # settled meanwhile
+        if isinstance(stored, JournalEntry):
+            return _replayed(stored)
+        if state == "pending":
+            raise QuestionError(f"step {step!r} of {client_id} keeps changing hands", p_key=p_key, client_id=client_id)
         if stored is None:
             raise ClientGone(f"client {client_id} is not connected", p_key=p_key, client_id=client_id)
         if state == "open":
@@ -225,8 +245,95 @@ async def ask(
         await _abandon(question)
         raise
     finally:
-        waiters.pop(p_key, None)
+        _unwait(p_key, waiter)
     return _result(question, outcome, payload)
+
+
+def _unwait(p_key: str, waiter: Waiter) -> None:
+    """Remove an asker's waiter, unless another asker (one that took its question over) holds
+    the p-key now."""
+    waiters = runtime().waiters
+    if waiters.get(p_key) is waiter:
+        del waiters[p_key]
+
+
+async def _wait_taken_over(question: Question, waiter: Waiter, settle_wait: float) -> Answer:
+    try:
+        wait = max(0.001, question.expires_at - time.time())
+        outcome, payload = await _await_settlement(waiter, question, wait, settle_wait)
+    except asyncio.CancelledError:
+        await _abandon(question)
+        raise
+    finally:
+        _unwait(question.p_key, waiter)
+    return _result(question, outcome, payload)
+
+
+def _check_name(what: str, value: Any) -> None:
+    if not isinstance(value, str) or not value or JOURNAL_SEPARATOR in value:
+        raise ValueError(f"{what} must be a non-empty string without the character U+001F")
+
+
+async def _take_over(pending_question: Question) -> tuple[Question, Waiter | None]:
+    """Become the asker of a pending step question another asker (a run that died, or one still
+    going) asked: the record names this process from now on, and the former asker is told it was
+    superseded. Returns the question and this asker's waiter, or no waiter when the question was
+    settled meanwhile (the caller looks at the journal again)."""
+    waiters = runtime().waiters
+    mine = dataclasses.replace(pending_question, server_id=server_id())
+    previous = waiters.get(mine.p_key)
+    waiter = waiters[mine.p_key] = Waiter(asyncio.get_running_loop())
+    try:
+        taken = await get_store().take_over(mine)
+    except BaseException:
+        taken = False
+        raise
+    finally:
+        if not taken:
+            _unwait(mine.p_key, waiter)
+            if previous is not None:
+                waiters[mine.p_key] = previous
+    if not taken:
+        return mine, None
+    reason = "another asker took the question over"
+    if previous is not None:
+        previous.settle((SUPERSEDED, reason))
+    elif pending_question.server_id and pending_question.server_id != server_id():
+        await settle(pending_question, SUPERSEDED, reason)
+    logger.info("took over question %s (step %s) of %s", mine.p_key, mine.step, mine.client_id)
+    metrics.QUESTIONS.labels("taken-over").inc()
+    return mine, waiter
+
+
+def _replayed(entry: JournalEntry) -> Answer:
+    """The journaled answer of a step asked before: returned at once, nothing is sent."""
+    metrics.QUESTIONS.labels("replayed").inc()
+    logger.debug("step %s of %s replayed from the journal", entry.question.step, entry.question.client_id)
+    return _answer(entry.question, entry.answer)
+
+
+async def end_conversation(client_id: str, conversation: str, *, forget: bool = False) -> None:
+    """The asker is done with the conversation's answers: they are consumed (the sweep will not
+    hand them to answer_orphaned); with forget, its journal is dropped (a new run asks afresh)."""
+    _check_name("conversation", conversation)
+    await get_store().consume(client_id, conversation, forget=forget)
+
+
+async def hand_over_unconsumed(now: float, wait: float, limit: int) -> int:
+    """Send answer_orphaned for journaled answers nobody consumed within wait seconds (the asker
+    died between the answer and its next step); returns how many. At least once: a receiver
+    may see an answer again and must record it idempotently."""
+    entries = await get_store().unconsumed_answers(now - wait, now, limit)
+    for entry in entries:
+        metrics.QUESTIONS.labels("orphaned").inc()
+        logger.info("answer to %s (step %s) not consumed; handed to answer_orphaned", entry.question.p_key, entry.question.step)
+        try:
+            await signals.answer_orphaned.asend(
+                sender=Answer, question=entry.question, answer=_answer(entry.question, entry.answer)
+            )
+        except Exception:
+            logger.exception("an answer_orphaned receiver failed for %s", entry.question.p_key)
+    return len(entries)
 
 
 async def _recovered() -> int:
@@ -250,11 +357,17 @@ async def _await_settlement(waiter: Waiter, question: Question, wait: float, set
         settled = await waiter.wait(min(remaining, check_every))
         if settled is not None:
             return settled
-        if remaining > check_every and not await _still_pending(question):
-            # settled at this very moment, or lost with the store's data
-            return await waiter.wait(settle_wait) or (
-                LOST, "the question vanished from the store (was Redis restarted or flushed?)"
-            )
+        if remaining > check_every:
+            found = await _still_pending(question)
+            if found is None:
+                # settled at this very moment, or lost with the store's data
+                return await waiter.wait(settle_wait) or (
+                    LOST, "the question vanished from the store (was Redis restarted or flushed?)"
+                )
+            if isinstance(found, Question) and found.server_id != question.server_id:
+                return SUPERSEDED, "another asker took the question over"
+    if question.step is not None and await _taken_over(question):
+        return SUPERSEDED, "another asker took the question over"
     if await get_store().take(question.p_key, question.client_id) is not None:
         reason = f"no answer within {wait:g}s"
         await tell_cleared(question, TIMEOUT, reason)
@@ -263,11 +376,18 @@ async def _await_settlement(waiter: Waiter, question: Question, wait: float, set
     return await waiter.wait(settle_wait) or (LOST, "the question was settled elsewhere but its outcome never arrived")
 
 
-async def _still_pending(question: Question) -> bool:
+async def _still_pending(question: Question) -> Question | bool | None:
+    """The question's record, None when it is gone, True when the store cannot tell now."""
     try:
-        return await get_store().get_question(question.p_key, question.client_id) is not None
+        return await get_store().get_question(question.p_key, question.client_id)
     except StoreUnavailable:
         return True  # cannot tell now; look again at the next check
+
+
+async def _taken_over(question: Question) -> bool:
+    """True when another asker holds the step question now (it times out there, not here)."""
+    found = await _still_pending(question)
+    return isinstance(found, Question) and found.server_id != question.server_id
 
 
 def clear_message(question: Question, outcome: Outcome | None = None, description: str = "") -> Message:
@@ -316,6 +436,8 @@ def _result(question: Question, outcome: str, payload: Any) -> Answer:
         raise ClientGone(f"client {question.client_id} is gone: {payload}", **kw)
     if outcome == CANCELLED:
         raise QuestionCancelled(str(payload or "cancelled"), **kw)
+    if outcome == SUPERSEDED:
+        raise QuestionSuperseded(str(payload or "superseded"), **kw)
     if outcome == LOST:
         raise StoreLost(str(payload), **kw)
     raise QuestionError(f"unknown outcome {outcome}", **kw)
@@ -329,7 +451,7 @@ async def answer(client_id: str, message: Message) -> Question | None:
     """
     keys = protocol.promise_keys(message)
     protocol.optional_text(message, "msg-text")
-    question = await get_store().resolve(client_id, keys) if keys else None
+    question = await get_store().resolve(client_id, keys, message, time.time()) if keys else None
     if question is None:
         logger.warning("answer from %s matches no pending question (%d keys)", client_id, len(keys))
         return None

@@ -57,6 +57,7 @@ class SweepReport:
     rejected: int = 0  # pending questions of forgotten clients, failed with ClientGone
     expired: int = 0  # questions past their timeout, failed with AnswerTimeout
     orphaned: int = 0  # questions of clients without a presence record, failed with ClientGone
+    handed_over: int = 0  # journaled answers nobody consumed, sent to answer_orphaned again
     pruned: int = 0  # index entries whose record had expired
     written: int = 0  # last-seen times written to ClientSession rows
     errors: int = 0  # steps that failed and are retried by the next pass
@@ -137,6 +138,9 @@ async def _pass(store: BaseStore, conf: dict[str, Any], now: float, report: Swee
     await _check_silent(store, conf, now, batch, report)
     await _expire_grace(store, conf, now, batch, report)
     await _remove_orphans(store, batch, report)
+    if not report.dry_run:
+        wait = float(conf["ANSWER_CONSUME_TIMEOUT"])
+        report.handed_over = await promises.hand_over_unconsumed(now, wait, batch)
     report.pruned = await store.prune_indexes(remove=not report.dry_run)
 
 

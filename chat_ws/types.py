@@ -9,7 +9,15 @@ Message = dict[str, Any]
 """Internal representation of one wire message (see chat_ws.codec)."""
 
 OnDisconnect = Literal["hold", "fail"]
-Outcome = Literal["answered", "gone", "cancelled", "timeout", "lost"]
+Outcome = Literal["answered", "gone", "cancelled", "timeout", "lost", "superseded"]
+
+
+JOURNAL_SEPARATOR = "\x1f"  # between conversation and step in a journal field; in neither name
+
+
+def journal_field(conversation: str, step: str) -> str:
+    """The journal field of one step of a conversation."""
+    return f"{conversation}{JOURNAL_SEPARATOR}{step}"
 
 
 @dataclass(frozen=True)
@@ -38,8 +46,23 @@ class Question:
     server_id: str = ""  # process of the asker, woken when the answer arrives elsewhere
     seq: int = 0  # order of asking within the store; most recent is highest
     extra: dict[str, Any] = field(default_factory=dict)
+    step: str | None = None  # its name within the conversation: its answer is journaled
+
+    @property
+    def journal_field(self) -> str | None:
+        """Where the journal keeps this question's answer (None: not journaled)."""
+        return journal_field(self.conversation, self.step) if self.step is not None else None
 
     def text(self) -> str:
         """The question's text, for the admin and logs at debug level."""
         value = self.message.get("text")
         return value if isinstance(value, str) else ""
+
+
+@dataclass
+class JournalEntry:
+    """A journaled answer: the step question as it was asked, the answer and when it came."""
+
+    question: Question
+    answer: Message
+    answered_at: float

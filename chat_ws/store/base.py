@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chat_ws.types import Question
+from chat_ws.types import JournalEntry, Message, Question
 
 P_KEY_PREFIX = "promise-"
 
@@ -46,17 +46,45 @@ class BaseStore(ABC):
 
     # ------------------------------------------------------------------ questions
     @abstractmethod
-    async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
+    async def ask_question(
+        self, question: Question, *, max_pending: int
+    ) -> tuple[str, Question | JournalEntry | None]:
         """Store a question, giving it its seq, only for a known client, in one atomic step.
 
         Returns the client's presence state ("open", "closed" or "none") and the stored question,
         or None when the client is unknown, or disconnected and the question is fail-fast.
-        Raises TooManyPending past max_pending.
+        Raises TooManyPending past max_pending. Storing it consumes the client's journaled
+        answers in the same conversation.
+
+        A step question whose step is journaled already returns ("answered", its entry); one
+        whose step is still pending returns ("pending", the pending question) and stores nothing.
         """
 
     @abstractmethod
-    async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
-        """Remove and return the most recent question of client_id whose key is in p_keys."""
+    async def resolve(
+        self, client_id: str, p_keys: list[str], answer: Message | None = None, now: float = 0.0
+    ) -> Question | None:
+        """Remove and return the most recent question of client_id whose key is in p_keys; a
+        step question's answer is journaled in the same step (answered at ``now``), unconsumed."""
+
+    @abstractmethod
+    async def take_over(self, question: Question) -> bool:
+        """Make question's record (the same p-key, a new server_id) the stored one, if it is still
+        pending; False when it was settled meanwhile."""
+
+    @abstractmethod
+    async def consume(self, client_id: str, conversation: str, *, forget: bool = False) -> None:
+        """Mark the conversation's journaled answers consumed; with forget, drop its journal."""
+
+    @abstractmethod
+    async def journal(self, client_id: str) -> dict[str, JournalEntry | str]:
+        """The client's journal: field -> entry once answered, or the p-key while asked."""
+
+    @abstractmethod
+    async def unconsumed_answers(self, before: float, now: float, limit: int = 1000) -> list[JournalEntry]:
+        """Claim journaled answers answered (or last handed over) before ``before`` and not yet
+        consumed: each is stamped ``now`` and returned, so that it is handed over again only after
+        another wait, and by one caller."""
 
     @abstractmethod
     async def take(self, p_key: str, client_id: str | None = None) -> Question | None:
@@ -273,6 +301,7 @@ def question_to_json(question: Question) -> str:
             "on_disconnect": question.on_disconnect,
             "server_id": question.server_id,
             "extra": question.extra,
+            "step": question.step,
         }
     )
 
@@ -283,6 +312,19 @@ def question_from_json(text: str | bytes) -> Question:
 
     data = json.loads(text)
     return Question(**data)
+
+
+def record_json(question: Question) -> str:
+    """The record of a stored question (its seq first), as the Redis scripts write it."""
+    return '{"seq":%d,%s' % (question.seq, question_to_json(question)[1:])
+
+
+def entry_from_json(text: str | bytes) -> JournalEntry:
+    """A journal entry as RESOLVE writes it: question record, answer message, answered_at."""
+    import json
+
+    data = json.loads(text)
+    return JournalEntry(Question(**data["question"]), data["answer"], float(data["answered_at"]))
 
 
 @dataclass

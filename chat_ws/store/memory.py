@@ -12,7 +12,7 @@ from typing import Any
 
 from chat_ws.exceptions import TooManyPending
 from chat_ws.store.base import BaseStore, Connection, SettlementCallback, StoreStats
-from chat_ws.types import Question
+from chat_ws.types import JOURNAL_SEPARATOR, JournalEntry, Message, Question
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ class MemoryStore(BaseStore):
         self._sockets: dict[str, dict[str, float]] = {}
         self._seq = itertools.count(1)
         self._callbacks: dict[str, SettlementCallback] = {}
+        self._journals: dict[str, dict[str, JournalEntry | str]] = {}  # client -> field -> entry/p-key
+        self._unconsumed: dict[tuple[str, str], float] = {}  # (client, field) -> answered/handed at
 
     # ------------------------------------------------------------------ questions
     def _remove(self, p_key: str) -> Question | None:
@@ -42,7 +44,17 @@ class MemoryStore(BaseStore):
                     del self._by_client[question.client_id]
         return question
 
-    async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
+    async def ask_question(
+        self, question: Question, *, max_pending: int
+    ) -> tuple[str, Question | JournalEntry | None]:
+        field = question.journal_field
+        journal = self._journals.get(question.client_id, {})
+        if field is not None and field in journal:
+            entry = journal[field]
+            if isinstance(entry, JournalEntry):
+                return "answered", copy.deepcopy(entry)
+            if entry in self._questions:
+                return "pending", copy.copy(self._questions[entry])
         record = self._connections.get(question.client_id)
         state = "none" if record is None else ("open" if record.closed_at is None else "closed")
         if state == "none" or (state == "closed" and question.on_disconnect == "fail"):
@@ -56,19 +68,65 @@ class MemoryStore(BaseStore):
                 p_key=question.p_key,
                 client_id=question.client_id,
             )
+        self._consume(question.client_id, question.conversation)
         stored = copy.copy(question)
         stored.seq = next(self._seq)
         self._questions[stored.p_key] = stored
         keys[stored.p_key] = stored.seq
+        if field is not None:
+            self._journals.setdefault(question.client_id, {})[field] = stored.p_key
         return state, copy.copy(stored)
 
-    async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
+    def _consume(self, client_id: str, conversation: str) -> None:
+        prefix = conversation + JOURNAL_SEPARATOR
+        for key in [k for k in self._unconsumed if k[0] == client_id and k[1].startswith(prefix)]:
+            del self._unconsumed[key]
+
+    async def resolve(
+        self, client_id: str, p_keys: list[str], answer: Message | None = None, now: float = 0.0
+    ) -> Question | None:
         keys = self._by_client.get(client_id)
         if not keys:
             return None
         wanted = set(p_keys)
         best = max((k for k in keys if k in wanted), key=keys.__getitem__, default=None)
-        return None if best is None else self._remove(best)
+        question = None if best is None else self._remove(best)
+        field = question.journal_field if question is not None else None
+        if question is not None and field is not None:
+            entry = JournalEntry(copy.copy(question), copy.deepcopy(answer or {}), now)
+            self._journals.setdefault(client_id, {})[field] = entry
+            self._unconsumed[(client_id, field)] = now
+        return question
+
+    async def take_over(self, question: Question) -> bool:
+        if question.p_key not in self._questions:
+            return False
+        self._questions[question.p_key] = copy.copy(question)
+        return True
+
+    async def consume(self, client_id: str, conversation: str, *, forget: bool = False) -> None:
+        self._consume(client_id, conversation)
+        if forget:
+            prefix = conversation + JOURNAL_SEPARATOR
+            journal = self._journals.get(client_id, {})
+            for field in [f for f in journal if f.startswith(prefix)]:
+                del journal[field]
+
+    async def journal(self, client_id: str) -> dict[str, JournalEntry | str]:
+        return copy.deepcopy(self._journals.get(client_id, {}))
+
+    async def unconsumed_answers(self, before: float, now: float, limit: int = 1000) -> list[JournalEntry]:
+        out: list[JournalEntry] = []
+        for key, at in sorted(self._unconsumed.items(), key=lambda item: item[1]):
+            if len(out) >= limit or at >= before:
+                break
+            entry = self._journals.get(key[0], {}).get(key[1])
+            if not isinstance(entry, JournalEntry):
+                del self._unconsumed[key]
+                continue
+            self._unconsumed[key] = now
+            out.append(copy.deepcopy(entry))
+        return out
 
     async def take(self, p_key: str, client_id: str | None = None) -> Question | None:
         question = self._questions.get(p_key)
@@ -163,6 +221,9 @@ class MemoryStore(BaseStore):
             return None
         taken = await self.take_client(client_id)
         connection = self._connections.pop(client_id, None)
+        self._journals.pop(client_id, None)
+        for key in [k for k in self._unconsumed if k[0] == client_id]:
+            del self._unconsumed[key]
         for name in claims:
             self._values.pop("claim:" + name, None)
         return taken, connection.channel_name if connection is not None and connection.is_open else None

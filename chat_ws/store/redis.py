@@ -34,14 +34,17 @@ from chat_ws.store.base import (
     SettlementCallback,
     StoreStats,
     client_hash,
+    entry_from_json,
     p_key_hash,
     question_from_json,
     question_to_json,
+    record_json,
 )
 from chat_ws.store.cluster import ClusterConnection
 from chat_ws.store.redis_connections import LoopConnections, LoopState
 from chat_ws.store.resp import Script
-from chat_ws.types import Question
+from chat_ws.codec import JSON
+from chat_ws.types import JOURNAL_SEPARATOR, JournalEntry, Message, Question
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -157,19 +160,38 @@ class RedisStore(BaseStore):
         return [question_from_json(r) for r in records or []]
 
     def _question_keys(self, client_id: str) -> list[str]:
-        """cq, q, idx:q of the client's bucket (the order RESOLVE, TAKE_CLIENT expect)."""
+        """cq, q, idx:q, qs of the client's bucket (the order RESOLVE, TAKE_CLIENT expect)."""
         b = self.bucket(client_id)
-        return [self.bucket_key(b, "cq", client_id), self.bucket_key(b, "q"), self.bucket_key(b, "idx", "q")]
+        return [
+            self.bucket_key(b, "cq", client_id),
+            self.bucket_key(b, "q"),
+            self.bucket_key(b, "idx", "q"),
+            self.bucket_key(b, "qs"),
+        ]
+
+    def _journal_keys(self, client_id: str) -> list[str]:
+        """j, ja, idx:a of the client's bucket."""
+        b = self.bucket(client_id)
+        return [
+            self.bucket_key(b, "j", client_id),
+            self.bucket_key(b, "ja", client_id),
+            self.bucket_key(b, "idx", "a"),
+        ]
 
     # ------------------------------------------------------------------ questions
-    async def ask_question(self, question: Question, *, max_pending: int) -> tuple[str, Question | None]:
+    async def ask_question(
+        self, question: Question, *, max_pending: int
+    ) -> tuple[str, Question | JournalEntry | None]:
         b = self.bucket(question.client_id)
+        client_id = question.client_id
         keys = [
             self.bucket_key(b, "q"),
-            self.bucket_key(b, "cq", question.client_id),
+            self.bucket_key(b, "cq", client_id),
             self.bucket_key(b, "idx", "q"),
             self.bucket_key(b, "seq"),
-            self.bucket_key(b, "conn", question.client_id),
+            self.bucket_key(b, "conn", client_id),
+            self.bucket_key(b, "qs"),
+            *self._journal_keys(client_id),
         ]
         args: list[Any] = [
             question_to_json(question),
@@ -178,9 +200,16 @@ class RedisStore(BaseStore):
             self._question_ttl_ms(question),
             max_pending,
             question.on_disconnect,
+            client_id,
+            question.conversation,
+            question.journal_field or "",
         ]
         state, seq = await self._run(scripts.ADD_QUESTION, keys, args)
         state = state.decode()
+        if state == "answered":
+            return state, entry_from_json(seq)
+        if state == "pending":
+            return state, question_from_json(seq)
         if state == "full":
             raise TooManyPending(
                 f"client already has {max_pending} pending questions",
@@ -192,11 +221,60 @@ class RedisStore(BaseStore):
         question.seq = int(seq)  # the record as stored, without decoding it back
         return state, question
 
-    async def resolve(self, client_id: str, p_keys: list[str]) -> Question | None:
+    async def resolve(
+        self, client_id: str, p_keys: list[str], answer: Message | None = None, now: float = 0.0
+    ) -> Question | None:
         if not p_keys:
             return None
-        rec = await self._run(scripts.RESOLVE, self._question_keys(client_id), list(p_keys))
+        keys = [*self._question_keys(client_id), *self._journal_keys(client_id)]
+        ttl = self._journal_ttl_ms()
+        args = [client_id, JSON.encode(answer) if answer is not None else "null", repr(now), ttl, *p_keys]
+        rec = await self._run(scripts.RESOLVE, keys, args)
         return question_from_json(rec) if rec else None
+
+    def _journal_ttl_ms(self) -> int:
+        """How long a client's journal outlives its last write: its presence record's lifetime
+        while disconnected (a forget drops it earlier)."""
+        return max(self._closed_ttl_ms(), self._open_ttl_ms())
+
+    async def take_over(self, question: Question) -> bool:
+        done = await self._run(
+            scripts.TAKEOVER, [self.client_key(question.client_id, "q")], [question.p_key, record_json(question)]
+        )
+        return bool(done)
+
+    async def consume(self, client_id: str, conversation: str, *, forget: bool = False) -> None:
+        j, ja, ida = self._journal_keys(client_id)
+        await self._run(scripts.CONSUME, [ja, ida, j], [client_id, conversation, int(forget)])
+
+    async def journal(self, client_id: str) -> dict[str, JournalEntry | str]:
+        j = self._journal_keys(client_id)[0]
+        rows = await self._call("HGETALL", j)
+        out: dict[str, JournalEntry | str] = {}
+        for field, value in zip(rows[::2], rows[1::2]):
+            out[field.decode()] = entry_from_json(value) if value.startswith(b"{") else value[1:].decode()
+        return out
+
+    async def unconsumed_answers(self, before: float, now: float, limit: int = 1000) -> list[JournalEntry]:
+        due = await _each_bucket(
+            "unconsumed answers",
+            {
+                b: self._call("ZRANGEBYSCORE", self.bucket_key(b, "idx", "a"), "-inf", f"({before!r}", "LIMIT", 0, limit)
+                for b in range(self.buckets)
+            },
+        )
+        claims: list[Awaitable[Any]] = []
+        for b, members in due.items():
+            for member in self._names(members)[: max(0, limit - len(claims))]:
+                client_id, field = member.split(JOURNAL_SEPARATOR, 1)
+                claims.append(
+                    self._run(
+                        scripts.CLAIM_ANSWER,
+                        [self.bucket_key(b, "idx", "a"), self.bucket_key(b, "j", client_id), self.bucket_key(b, "ja", client_id)],
+                        [member, field, repr(before), repr(now)],
+                    )
+                )
+        return [entry_from_json(e) for e in await _each(claims) if e]
 
     async def take(self, p_key: str, client_id: str | None = None) -> Question | None:
         if client_id is not None:
@@ -206,7 +284,12 @@ class RedisStore(BaseStore):
             if found is None:
                 return None
             b, owner = found[0], found[1].client_id
-        keys = [self.bucket_key(b, "q"), self.bucket_key(b, "idx", "q"), self.bucket_key(b, "cq", owner)]
+        keys = [
+            self.bucket_key(b, "q"),
+            self.bucket_key(b, "idx", "q"),
+            self.bucket_key(b, "cq", owner),
+            self.bucket_key(b, "qs"),
+        ]
         rec = await self._run(scripts.TAKE, keys, [p_key, owner])
         return question_from_json(rec) if rec else None
 
@@ -272,7 +355,11 @@ class RedisStore(BaseStore):
         taken = await _each_bucket(
             "expired questions",
             {
-                b: self._run(scripts.EXPIRED, [self.bucket_key(b, "idx", "q"), self.bucket_key(b, "q")], [repr(now), n])
+                b: self._run(
+                    scripts.EXPIRED,
+                    [self.bucket_key(b, "idx", "q"), self.bucket_key(b, "q"), self.bucket_key(b, "qs")],
+                    [repr(now), n],
+                )
                 for b, n in allotted.items()
             },
         )
@@ -386,10 +473,18 @@ class RedisStore(BaseStore):
     async def forget_client(
         self, client_id: str, claims: Sequence[str] = (), *, only_if_absent: bool = False
     ) -> tuple[list[Question], str | None] | None:
-        cq, q, idx = self._question_keys(client_id)
+        cq, q, idx, qs = self._question_keys(client_id)
         forgotten = await self._run(
             scripts.FORGET,
-            [cq, *self._presence_keys(client_id), q, idx, *(self._claim_key(c, client_id) for c in claims)],
+            [
+                cq,
+                *self._presence_keys(client_id),
+                q,
+                idx,
+                qs,
+                *self._journal_keys(client_id),
+                *(self._claim_key(c, client_id) for c in claims),
+            ],
             [client_id, int(only_if_absent)],
         )
         if forgotten is None:
@@ -547,9 +642,9 @@ class RedisStore(BaseStore):
         return [client_id for client_id, exists in zip(candidates, present) if not exists]
 
     async def take_orphaned(self, client_id: str) -> list[Question]:
-        cq, q, idx = self._question_keys(client_id)
+        cq, q, idx, qs = self._question_keys(client_id)
         records = await self._run(
-            scripts.TAKE_ORPHANED, [cq, self.client_key(client_id, "conn", client_id), q, idx], []
+            scripts.TAKE_ORPHANED, [cq, self.client_key(client_id, "conn", client_id), q, idx, qs], []
         )
         return self._questions(records)
 

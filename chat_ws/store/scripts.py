@@ -13,21 +13,46 @@ Keys of bucket ``b`` (``B`` = ``{prefix}:{b}``):
   B:conn:<client>  hash   presence record (TTL)
   B:cq:<client>    zset   p-key -> seq of the client's questions (TTL)
   B:claim:<name>   string a binding of the client (TTL)
+  B:qs             hash   p-key -> journal field ("<conversation>\x1f<step>") of a pending step question
+  B:j:<client>     hash   the client's journal: field -> "?<p-key>" while asked, the answer entry
+                          (JSON: question record, answer message, answered_at) once answered (TTL)
+  B:ja:<client>    zset   journal fields answered but not yet consumed by their asker -> answered_at
+  B:idx:a          zset   "<client>\x1f<field>" of every unconsumed answer -> answered_at (the sweep
+                          hands the old ones to answer_orphaned again)
+
+A step question (ask(step=...)) is journaled by the script that resolves it; the asker consumes
+its answers by asking again in the same conversation (ADD_QUESTION) or by ending it (CONSUME).
 
 A question taken by the expiry sweep leaves its p-key in the client's ``cq`` (that key is not the
 sweep's to name); every script that reads ``cq`` drops members whose record is gone.
 """
 
-# Shared Lua helper: remove one question from the bucket hash, the bucket index and the client's
-# index; return its record or false.   q, idx, cq: key names; pk: the p-key
+# Shared Lua helper: remove one question from the bucket hash, the bucket index, the client's
+# index and the journal pointers; return its record or false.   q, idx, cq, qs: key names (cq may
+# be false); pk: the p-key
 _TAKE = """
-local function take(q, idx, cq, pk)
+local function take(q, idx, cq, qs, pk)
   local rec = redis.call('HGET', q, pk)
   redis.call('ZREM', idx, pk)
   if cq then redis.call('ZREM', cq, pk) end
   if not rec then return false end
   redis.call('HDEL', q, pk)
+  redis.call('HDEL', qs, pk)
   return rec
+end
+"""
+
+# Shared Lua helper: the client's answers of one conversation are consumed (its asker moved on).
+#   ja, ida: key names; cid: the client-id; conv: the conversation
+_CONSUME = """
+local function consume(ja, ida, cid, conv)
+  local prefix = conv .. '\\31'
+  for _, f in ipairs(redis.call('ZRANGE', ja, 0, -1)) do
+    if string.sub(f, 1, #prefix) == prefix then
+      redis.call('ZREM', ja, f)
+      redis.call('ZREM', ida, cid .. '\\31' .. f)
+    end
+  end
 end
 """
 
@@ -52,12 +77,26 @@ local function live(q, cq)
 end
 """
 
-# KEYS: q, cq, idx:q, seq, conn   ARGV: record-json, p_key, expires_at, ttl_ms, max_pending, mode
-# The question is stored only for a known client (mode "fail": only a connected one): returns
-# {state, seq} where state is 'open', 'closed', 'none' or 'full' (seq false when not stored).
+# KEYS: q, cq, idx:q, seq, conn, qs, j, ja, idx:a
+# ARGV: record-json, p_key, expires_at, ttl_ms, max_pending, mode, client_id, conversation, field
+# A step question (field not '') already journaled returns {'answered', entry}; one still pending
+# returns {'pending', record} (the caller may take it over). Otherwise the question is stored only
+# for a known client (mode "fail": only a connected one): returns {state, seq} where state is
+# 'open', 'closed', 'none' or 'full' (seq false when not stored). Storing it consumes the client's
+# earlier answers in this conversation: the asker moved on.
 ADD_QUESTION = (
     _LIVE
+    + _CONSUME
     + """
+local field = ARGV[9]
+if field ~= '' then
+  local entry = redis.call('HGET', KEYS[7], field)
+  if entry then
+    if string.sub(entry, 1, 1) == '{' then return {'answered', entry} end
+    local rec = redis.call('HGET', KEYS[1], string.sub(entry, 2))
+    if rec then return {'pending', rec} end
+  end
+end
 local state = 'open'
 if redis.call('EXISTS', KEYS[5]) == 0 then
   state = 'none'
@@ -70,35 +109,78 @@ if redis.call('ZCARD', KEYS[2]) >= max then
   local pks = live(KEYS[1], KEYS[2])
   if #pks >= max then return {'full', false} end
 end
+consume(KEYS[8], KEYS[9], ARGV[7], ARGV[8])
 local seq = redis.call('INCR', KEYS[4])
 local rec = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
 redis.call('HSET', KEYS[1], ARGV[2], rec)
 redis.call('ZADD', KEYS[2], seq, ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
+if field ~= '' then
+  redis.call('HSET', KEYS[7], field, '?' .. ARGV[2])
+  redis.call('HSET', KEYS[6], ARGV[2], field)
+  if redis.call('PTTL', KEYS[7]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[7], ARGV[4]) end
+end
 return {state, seq}
 """
 )
 
-# KEYS: cq, q, idx:q   ARGV: p_key...
-# The most recent of the client's questions whose p-key is among ARGV, removed and returned.
+# KEYS: q   ARGV: p_key, record-json
+# A second asker of a pending step question takes it over: the record names its process now.
+# 1 when done; 0 when the question was settled meanwhile.
+TAKEOVER = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: ja, idx:a, j   ARGV: client_id, conversation, forget ('1'/'0')
+# The conversation's answers are consumed; with forget, its journal is dropped too.
+CONSUME = (
+    _CONSUME
+    + """
+consume(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+if ARGV[3] == '1' then
+  local prefix = ARGV[2] .. '\\31'
+  for _, f in ipairs(redis.call('HKEYS', KEYS[3])) do
+    if string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', KEYS[3], f) end
+  end
+end
+return 1
+"""
+)
+
+# KEYS: cq, q, idx:q, qs, j, ja, idx:a   ARGV: client_id, answer-json, now, ttl_ms, p_key...
+# The most recent of the client's questions whose p-key is among the p-keys, removed and returned.
+# A step question's answer is journaled in the same step, as not yet consumed.
 RESOLVE = (
     _TAKE
     + """
 local want = {}
-for i = 1, #ARGV do want[ARGV[i]] = true end
+for i = 5, #ARGV do want[ARGV[i]] = true end
 local members = redis.call('ZREVRANGE', KEYS[1], 0, -1)
 for _, pk in ipairs(members) do
   if want[pk] then
-    local rec = take(KEYS[2], KEYS[3], KEYS[1], pk)
-    if rec then return rec end
+    local field = redis.call('HGET', KEYS[4], pk)
+    local rec = take(KEYS[2], KEYS[3], KEYS[1], KEYS[4], pk)
+    if rec then
+      if field then
+        redis.call('HSET', KEYS[5], field,
+          '{"question":' .. rec .. ',"answer":' .. ARGV[2] .. ',"answered_at":' .. ARGV[3] .. '}')
+        redis.call('ZADD', KEYS[6], ARGV[3], field)
+        redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1] .. '\\31' .. field)
+        if redis.call('PTTL', KEYS[5]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[5], ARGV[4]) end
+        if redis.call('PTTL', KEYS[6]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[6], ARGV[4]) end
+      end
+      return rec
+    end
   end
 end
 return false
 """
 )
 
-# KEYS: q, idx:q, cq   ARGV: p_key, client_id ('' when not known)
+# KEYS: q, idx:q, cq, qs   ARGV: p_key, client_id ('' when not known)
 # Removes the question only if it belongs to client_id (when given).
 TAKE = (
     _TAKE
@@ -109,11 +191,11 @@ if not rec then
   return false
 end
 if ARGV[2] ~= '' and cjson.decode(rec)['client_id'] ~= ARGV[2] then return false end
-return take(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+return take(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
 """
 )
 
-# KEYS: cq, q, idx:q   ARGV: only_fail_fast ("1"/"0")
+# KEYS: cq, q, idx:q, qs   ARGV: only_fail_fast ("1"/"0")
 TAKE_CLIENT = (
     _TAKE
     + _LIVE
@@ -122,7 +204,7 @@ local out = {}
 local pks, recs = live(KEYS[2], KEYS[1])
 for i, pk in ipairs(pks) do
   if ARGV[1] ~= '1' or cjson.decode(recs[i])['on_disconnect'] == 'fail' then
-    local taken = take(KEYS[2], KEYS[3], KEYS[1], pk)
+    local taken = take(KEYS[2], KEYS[3], KEYS[1], KEYS[4], pk)
     if taken then table.insert(out, taken) end
   end
 end
@@ -130,13 +212,13 @@ return out
 """
 )
 
-# KEYS: idx:q, q   ARGV: now, limit
+# KEYS: idx:q, q, qs   ARGV: now, limit
 EXPIRED = (
     _TAKE
     + """
 local out = {}
 for _, pk in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
-  local rec = take(KEYS[2], KEYS[1], false, pk)
+  local rec = take(KEYS[2], KEYS[1], false, KEYS[3], pk)
   if rec then table.insert(out, rec) end
 end
 return out
@@ -199,9 +281,10 @@ end
 return 1
 """
 
-# KEYS: cq, conn, idx:seen, idx:closed, q, idx:q, claims...   ARGV: client_id, only_if_absent ('1'/'0')
+# KEYS: cq, conn, idx:seen, idx:closed, q, idx:q, qs, j, ja, idx:a, claims...
+# ARGV: client_id, only_if_absent ('1'/'0')
 # Returns {channel of its open socket or false, taken questions}, or false when only_if_absent and
-# the client has a record again.
+# the client has a record again. The client's journal goes with it.
 FORGET = (
     _TAKE
     + _LIVE
@@ -212,13 +295,14 @@ if redis.call('HEXISTS', KEYS[2], 'closed_at') == 0 then channel = redis.call('H
 local out = {}
 local pks = live(KEYS[5], KEYS[1])
 for _, pk in ipairs(pks) do
-  local taken = take(KEYS[5], KEYS[6], false, pk)
+  local taken = take(KEYS[5], KEYS[6], false, KEYS[7], pk)
   if taken then table.insert(out, taken) end
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+for _, f in ipairs(redis.call('ZRANGE', KEYS[9], 0, -1)) do redis.call('ZREM', KEYS[10], ARGV[1] .. '\\31' .. f) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[8], KEYS[9])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
-for i = 7, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 11, #KEYS do redis.call('DEL', KEYS[i]) end
 return {channel, out}
 """
 )
@@ -265,7 +349,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
-# KEYS: cq, conn, q, idx:q
+# KEYS: cq, conn, q, idx:q, qs
 TAKE_ORPHANED = (
     _TAKE
     + _LIVE
@@ -274,7 +358,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
 local out = {}
 local pks = live(KEYS[3], KEYS[1])
 for _, pk in ipairs(pks) do
-  local taken = take(KEYS[3], KEYS[4], KEYS[1], pk)
+  local taken = take(KEYS[3], KEYS[4], KEYS[1], KEYS[5], pk)
   if taken then table.insert(out, taken) end
 end
 return out
@@ -329,4 +413,22 @@ if #members > 0 then
 end
 if oldest then oldest = string.format('%.6f', oldest) end
 return {#members, clients, oldest}
+"""
+
+# KEYS: idx:a, j, ja   ARGV: member ("<client>\x1f<field>"), field, before, now
+# Claims one unconsumed answer older than before for the sweep to hand over: it is stamped now (so
+# it is handed again only after another wait) and its journal entry returned. A member whose entry
+# is gone (the client was forgotten, the journal expired) is dropped: false.
+CLAIM_ANSWER = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) >= tonumber(ARGV[3]) then return false end
+local entry = redis.call('HGET', KEYS[2], ARGV[2])
+if not entry or string.sub(entry, 1, 1) ~= '{' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  return false
+end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[3], 'XX', ARGV[4], ARGV[2])
+return entry
 """
