@@ -11,7 +11,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from chat_ws import delivery, metrics, presence, protocol, security
+from chat_ws import delivery, metrics, presence, promises, protocol, security
 from chat_ws.codec import EDN, Codec, negotiate
 from chat_ws.conf import get_settings
 from chat_ws.dispatch import Context, dispatch
@@ -115,6 +115,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.chat_deliver(event)
         elif kind == delivery.CLOSE_EVENT:
             await self.chat_close(event)
+        elif kind == delivery.ORPHANED_EVENT:
+            await promises.orphaned(str(event["entry"]))
         else:
             logger.warning("ignored a channel-layer event of unknown type %r for %s", kind, self.client_id)
 

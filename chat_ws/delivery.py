@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 DELIVER_EVENT = "chat.deliver"
 CLOSE_EVENT = "chat.close"
+ORPHANED_EVENT = "chat.orphaned"  # a journaled answer nobody consumed, for the socket's process
 
 
 class Endpoint(Protocol):
@@ -113,6 +114,22 @@ async def _layer_send(channel_name: str, event: dict[str, Any]) -> None:
         if is_unreachable(exc):
             raise StoreUnavailable(f"channel layer unreachable: {exc}") from exc
         raise
+
+
+async def hand_over(client_id: str, entry_json: str) -> bool:
+    """Give a journaled answer nobody consumed to the process serving client_id's socket (its
+    consumer sends answer_orphaned there); False when the client has no open socket."""
+    endpoint = runtime().endpoints.get(client_id)
+    if endpoint is not None:
+        from chat_ws import promises  # promises imports this module
+
+        await promises.orphaned(entry_json)
+        return True
+    channel_name = await _open_channel(client_id)
+    if channel_name is None:
+        return False
+    await _layer_send(channel_name, {"type": ORPHANED_EVENT, "entry": entry_json})
+    return True
 
 
 def detach(client_id: str) -> Endpoint | None:

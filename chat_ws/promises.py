@@ -29,7 +29,7 @@ from chat_ws.exceptions import (
     StoreUnavailable,
 )
 from chat_ws.store import get_store
-from chat_ws.store.base import BaseStore, new_p_key
+from chat_ws.store.base import BaseStore, entry_from_json, entry_to_json, new_p_key
 from chat_ws.types import JOURNAL_SEPARATOR, Answer, JournalEntry, Message, OnDisconnect, Outcome, Question
 
 logger = logging.getLogger(__name__)
@@ -320,20 +320,31 @@ async def end_conversation(client_id: str, conversation: str, *, forget: bool = 
 
 
 async def hand_over_unconsumed(now: float, wait: float, limit: int) -> int:
-    """Send answer_orphaned for journaled answers nobody consumed within wait seconds (the asker
-    died between the answer and its next step); returns how many. At least once: a receiver
-    may see an answer again and must record it idempotently."""
+    """Hand over journaled answers nobody consumed within wait seconds (the asker died between
+    the answer and its next step); returns how many. Each goes to ``answer_orphaned`` in the
+    process that serves the client's socket, where a conversation can go on, or here when the
+    client has no open socket. At least once: a receiver may see an answer again and must
+    record it idempotently."""
     entries = await get_store().unconsumed_answers(now - wait, now, limit)
     for entry in entries:
-        metrics.QUESTIONS.labels("orphaned").inc()
-        logger.info("answer to %s (step %s) not consumed; handed to answer_orphaned", entry.question.p_key, entry.question.step)
+        question = entry.question
+        logger.info("answer to %s (step %s) not consumed; handing it over", question.p_key, question.step)
         try:
-            await signals.answer_orphaned.asend(
-                sender=Answer, question=entry.question, answer=_answer(entry.question, entry.answer)
-            )
+            if not await delivery.hand_over(question.client_id, entry_to_json(entry)):
+                await orphaned(entry)
         except Exception:
-            logger.exception("an answer_orphaned receiver failed for %s", entry.question.p_key)
+            logger.exception("handing over the answer to %s failed; the next sweep tries again", question.p_key)
     return len(entries)
+
+
+async def orphaned(entry: JournalEntry | str) -> None:
+    """Send answer_orphaned for a journaled answer (an entry, or its JSON from another process)."""
+    if isinstance(entry, str):
+        entry = entry_from_json(entry)
+    metrics.QUESTIONS.labels("orphaned").inc()
+    await signals.answer_orphaned.asend(
+        sender=Answer, question=entry.question, answer=_answer(entry.question, entry.answer)
+    )
 
 
 async def _recovered() -> int:

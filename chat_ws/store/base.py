@@ -319,6 +319,15 @@ def record_json(question: Question) -> str:
     return '{"seq":%d,%s' % (question.seq, question_to_json(question)[1:])
 
 
+def entry_to_json(entry: JournalEntry) -> str:
+    """A journal entry as RESOLVE writes it (inverse of entry_from_json)."""
+    from chat_ws.codec import JSON
+
+    return '{"question":%s,"answer":%s,"answered_at":%r}' % (
+        record_json(entry.question), JSON.encode(entry.answer), entry.answered_at
+    )
+
+
 def entry_from_json(text: str | bytes) -> JournalEntry:
     """A journal entry as RESOLVE writes it: question record, answer message, answered_at."""
     import json

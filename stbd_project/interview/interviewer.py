@@ -1,8 +1,13 @@
-"""The interviewer: asks the scripted questions one by one through chat_ws.api.ask().
+"""The interviewer: asks the scripted questions one by one through chat_ws.api.ask(step=...).
 
-An interview runs as its own task, independent of any socket. Its progress is saved after
-each answer, so that a new task (after the old one died with its process, or stopped because
-its client was forgotten) continues it without asking an answered question again, and says so.
+Each question is a step of the conversation, named by its question id, so chat_ws journals its
+answer in the same step that resolves it. A run of the interview may therefore start again at
+any time, in any process (after its process died, on the client's reconnect, or when chat_ws
+hands over an answer nobody consumed): it skips the answers the Interview row already holds,
+gets journaled answers back at once without asking, takes over a question still pending, and
+asks only what is left. The row is the page's record, written idempotently by question id and in
+order, so two runs that overlap for a moment record each answer once; the later run's ask of a
+pending step supersedes the earlier run, which stops.
 """
 
 from __future__ import annotations
@@ -14,50 +19,72 @@ import time
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db import transaction
 
 from chat_ws import api
+from chat_ws.redis_policy import reconnect_delay
 from stbd_project.interview.models import Interview
 from stbd_project.interview.script import INTRO, OUTRO, QUESTIONS, RESTARTED, RESUMED, summary_table
 
 logger = logging.getLogger(__name__)
 
 QUESTION_TIMEOUT = 3600  # seconds a person may take to answer one question
-STOP_WAIT = 2.0  # seconds resume waits for a task that is stopping (its client was just forgotten)
+STOP_WAIT = 2.0  # seconds resume waits for a run that is stopping (its client was just forgotten)
+STORE_RETRIES = 8  # times a run starts again after the store was unreachable (Redis restarting)
 
 _running: dict[tuple[str, str], asyncio.Task[None]] = {}
 
 
 @database_sync_to_async
-def _progress(client_id: str, conversation: str, *, reset: bool) -> tuple[Interview, bool]:
-    """The interview's row, and whether it continues an unfinished interview."""
-    row, created = Interview.objects.get_or_create(client_id=client_id, conversation=conversation)
-    if reset or row.finished:
-        row.answers, row.finished = [], False
-        row.save()
-        return row, False
-    return row, not created
+def _reset(client_id: str, conversation: str) -> None:
+    Interview.objects.update_or_create(
+        client_id=client_id, conversation=conversation, defaults={"answers": [], "finished": False}
+    )
 
 
 @database_sync_to_async
-def _save(row: Interview) -> None:
-    row.save()
+def _row(client_id: str, conversation: str) -> Interview | None:
+    return Interview.objects.filter(client_id=client_id, conversation=conversation).first()
+
+
+@database_sync_to_async
+def _record(client_id: str, conversation: str, question_id: str, text: str, answer: str) -> bool:
+    """Save one answer unless the row has it already; only the next question's answer is taken,
+    so answers are saved once each and in order. True when this call saved it."""
+    with transaction.atomic():
+        row, _ = Interview.objects.select_for_update().get_or_create(client_id=client_id, conversation=conversation)
+        if any(saved["id"] == question_id for saved in row.answers):
+            return False
+        if len(row.answers) >= len(QUESTIONS) or QUESTIONS[len(row.answers)][0] != question_id:
+            logger.warning("interview %s/%s: answer to %s out of order; not saved", client_id, conversation, question_id)
+            return False
+        row.answers = [*row.answers, {"id": question_id, "question": text, "answer": answer}]
+        row.save(update_fields=["answers", "updated_at"])
+        return True
+
+
+@database_sync_to_async
+def _finish(client_id: str, conversation: str) -> list[dict[str, str]]:
+    with transaction.atomic():
+        row = Interview.objects.select_for_update().get(client_id=client_id, conversation=conversation)
+        if not row.finished:
+            row.finished = True
+            row.save(update_fields=["finished", "updated_at"])
+        return list(row.answers)
 
 
 def running(client_id: str, conversation: str) -> bool:
-    """True when an interview task for this conversation runs in this process."""
+    """True when a run of this interview goes on in this process."""
     task = _running.get((client_id, conversation))
     return task is not None and not task.done()
 
 
-def start(client_id: str, conversation: str, *, reset: bool, announce: bool = False) -> asyncio.Task[None]:
-    """Start an interview task (continuing saved progress unless reset).
-
-    With ``announce``, an interview that continues tells the person it starts again.
-    """
+def start(client_id: str, conversation: str) -> asyncio.Task[None]:
+    """Start a run of the interview in this process (an older local run is cancelled)."""
     old = _running.get((client_id, conversation))
     if old is not None and not old.done():
         old.cancel()
-    task = asyncio.create_task(_interview(client_id, conversation, reset=reset, announce=announce))
+    task = asyncio.create_task(_run(client_id, conversation))
     _running[(client_id, conversation)] = task
     task.add_done_callback(lambda t: _forget_task(client_id, conversation, t))
     return task
@@ -68,83 +95,110 @@ def _forget_task(client_id: str, conversation: str, task: asyncio.Task[None]) ->
         del _running[(client_id, conversation)]
 
 
-async def _interview(client_id: str, conversation: str, *, reset: bool, announce: bool = False) -> None:
-    row, continued = await _progress(client_id, conversation, reset=reset)
-    if announce and continued:
-        await api.send(client_id, {"dispatch-key": "iviewr-says", "text": RESUMED if row.answers else RESTARTED})
-    elif not row.answers:
-        await api.send(client_id, {"dispatch-key": "iviewr-says", "text": INTRO})
-    try:
-        for question_id, text in QUESTIONS[len(row.answers) :]:
-            answer = await api.ask(
-                client_id,
-                {"dispatch-key": "iviewr-says", "text": text},
-                conversation=conversation,
-                timeout=QUESTION_TIMEOUT,
-                meta={"question-id": question_id},
-            )
-            row.answers = [*row.answers, {"id": question_id, "question": text, "answer": answer.text or ""}]
-            await _save(row)
-    except api.QuestionError as exc:
-        logger.info("interview %s/%s stopped: %s", client_id, conversation, type(exc).__name__)
-        return
-    row.finished = True
-    await _save(row)
-    await api.send(client_id, {"dispatch-key": "iviewr-says", "text": OUTRO})
-    await api.send(client_id, {"dispatch-key": "load-table", "table": summary_table(row.answers)})
+async def _run(client_id: str, conversation: str) -> None:
+    """One run, started again while the store is unreachable (a run may always start again)."""
+    for attempt in range(STORE_RETRIES + 1):
+        try:
+            await _interview(client_id, conversation)
+            return
+        except api.QuestionSuperseded:
+            logger.info("interview %s/%s goes on in another run", client_id, conversation)
+            return
+        except (api.StoreUnavailable, api.StoreLost) as exc:
+            if attempt == STORE_RETRIES:
+                logger.warning("interview %s/%s stopped: %s", client_id, conversation, exc)
+                return
+            delay = reconnect_delay(attempt)
+            logger.info("interview %s/%s: %s; starting again in %.1fs", client_id, conversation, exc, delay)
+            await asyncio.sleep(delay)
+        except api.QuestionError as exc:
+            logger.info("interview %s/%s stopped: %s", client_id, conversation, type(exc).__name__)
+            return
+
+
+async def _interview(client_id: str, conversation: str) -> None:
+    row = await _row(client_id, conversation)
+    saved = {answer["id"] for answer in row.answers} if row is not None else set()
+    for question_id, text in QUESTIONS:
+        if question_id in saved:
+            continue
+        answer = await api.ask(
+            client_id,
+            {"dispatch-key": "iviewr-says", "text": text},
+            conversation=conversation,
+            step=question_id,
+            timeout=QUESTION_TIMEOUT,
+            meta={"question-id": question_id},
+        )
+        await _record(client_id, conversation, question_id, text, answer.text or "")
+    answers = await _finish(client_id, conversation)
+    await _send_summary(client_id, answers)
+    await api.end_conversation(client_id, conversation)  # after the summary: a run that dies before
+    # this point leaves its last answer unconsumed, so the interview is handed over and said again
     logger.info("interview %s/%s finished", client_id, conversation)
 
 
-@database_sync_to_async
-def _record_orphaned(client_id: str, conversation: str, question_id: str, text: str, answer: str) -> bool:
-    row = Interview.objects.filter(client_id=client_id, conversation=conversation).first()
-    if row is None or row.finished or len(row.answers) >= len(QUESTIONS):
-        return False
-    if QUESTIONS[len(row.answers)][0] != question_id:
-        return False  # not the question the interview waits for: never record an answer twice
-    row.answers = [*row.answers, {"id": question_id, "question": text, "answer": answer}]
-    row.save()
-    return True
+async def _send_summary(client_id: str, answers: list[dict[str, str]]) -> None:
+    await api.send(client_id, {"dispatch-key": "iviewr-says", "text": OUTRO})
+    await api.send(client_id, {"dispatch-key": "load-table", "table": summary_table(answers)})
+
+
+async def _connected(client_id: str) -> bool:
+    return any(c.client_id == client_id and c.is_open for c in await api.connections(client_id))
 
 
 async def continue_after_orphaned_answer(sender: Any, question: Any, answer: Any, **kwargs: Any) -> None:
-    """An answer arrived after its asking task died (with its process): record it and go on."""
-    question_id = question.extra.get("question-id")
-    if not question_id or running(question.client_id, question.conversation):
+    """An answer whose asking run is gone (its process died): run the interview on from it here,
+    the process that serves the client's socket. A client that has no socket now resumes the
+    interview when it comes back."""
+    if not question.extra.get("question-id") or running(question.client_id, question.conversation):
         return
-    await _record_orphaned(
-        question.client_id, question.conversation, question_id, question.text(), answer.text or ""
-    )
+    if not await _connected(question.client_id):
+        return
     logger.info("interview %s/%s continues after its asker died", question.client_id, question.conversation)
-    start(question.client_id, question.conversation, reset=False)
+    start(question.client_id, question.conversation)
 
 
 async def resume(client_id: str, conversation: str) -> None:
-    """Continue an interview after a reconnect: re-send, re-ask, or start again when finished.
+    """Continue an interview after a reconnect, or say it again when it is finished.
 
-    An interview whose task stopped (its process died, or its client was forgotten and its
-    question failed) starts again where it was, and says so.
+    A run that still waits here on a pending question (re-sent on connect) goes on; otherwise a
+    new run starts here, saying why when it will ask again, and takes over whatever is pending.
     """
-    pending = await api.pending(client_id, conversation)
-    if pending:
-        for question in pending:
-            await api.send(client_id, question.message)
+    row = await _row(client_id, conversation)
+    if row is not None and row.finished:
+        await _send_summary(client_id, row.answers)
         return
     task = _running.get((client_id, conversation))
     if task is not None and not task.done():
+        if await api.pending(client_id, conversation):
+            return
         # Between two questions, or stopping: a forgotten client's reconnect can arrive before
-        # the task has seen its question fail.
+        # the run has seen its question fail.
         await asyncio.wait({task}, timeout=STOP_WAIT)
         if not task.done():
             return
-    start(client_id, conversation, reset=False, announce=True)
+    if not await api.pending(client_id, conversation):
+        if row is None:
+            await _reset(client_id, conversation)
+            await api.send(client_id, {"dispatch-key": "iviewr-says", "text": INTRO})
+        else:
+            await api.send(client_id, {"dispatch-key": "iviewr-says", "text": RESUMED if row.answers else RESTARTED})
+    start(client_id, conversation)
 
 
 async def restart(client_id: str, conversation: str) -> None:
-    """Start the interview from the first question, cancelling an older run's questions."""
+    """Start the interview from the first question: an older run's questions are cancelled and
+    its journal dropped."""
+    old = _running.get((client_id, conversation))
+    if old is not None and not old.done():
+        old.cancel()
     for question in await api.pending(client_id, conversation):
         await api.cancel(question.p_key, "interview restarted")
-    start(client_id, conversation, reset=True)
+    await api.end_conversation(client_id, conversation, forget=True)
+    await _reset(client_id, conversation)
+    await api.send(client_id, {"dispatch-key": "iviewr-says", "text": INTRO})
+    start(client_id, conversation)
 
 
 async def loadtest(client_id: str, questions: int) -> dict[str, Any]:
