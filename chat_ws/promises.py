@@ -429,6 +429,8 @@ async def tell_cleared(question: Question, outcome: Outcome, description: str) -
 async def _abandon(question: Question) -> None:
     """The asker was cancelled: remove its question so nobody answers into the void."""
     try:
+        if question.step is not None and await asyncio.shield(_taken_over(question)):
+            return  # another asker waits on it now
         if await asyncio.shield(get_store().take(question.p_key, question.client_id)) is not None:
             await asyncio.shield(tell_cleared(question, CANCELLED, "the server withdrew the question"))
     except Exception:

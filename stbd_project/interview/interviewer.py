@@ -22,7 +22,6 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 
 from chat_ws import api
-from chat_ws.redis_policy import reconnect_delay
 from stbd_project.interview.models import Interview
 from stbd_project.interview.script import INTRO, OUTRO, QUESTIONS, RESTARTED, RESUMED, summary_table
 
@@ -31,6 +30,7 @@ logger = logging.getLogger(__name__)
 QUESTION_TIMEOUT = 3600  # seconds a person may take to answer one question
 STOP_WAIT = 2.0  # seconds resume waits for a run that is stopping (its client was just forgotten)
 STORE_RETRIES = 8  # times a run starts again after the store was unreachable (Redis restarting)
+RETRY_FIRST, RETRY_CAP = 0.1, 2.0  # seconds before the first such start, doubling up to the cap
 
 _running: dict[tuple[str, str], asyncio.Task[None]] = {}
 
@@ -80,10 +80,10 @@ def running(client_id: str, conversation: str) -> bool:
 
 
 def start(client_id: str, conversation: str) -> asyncio.Task[None]:
-    """Start a run of the interview in this process (an older local run is cancelled)."""
+    """Start a run of the interview in this process, unless one runs here already."""
     old = _running.get((client_id, conversation))
     if old is not None and not old.done():
-        old.cancel()
+        return old
     task = asyncio.create_task(_run(client_id, conversation))
     _running[(client_id, conversation)] = task
     task.add_done_callback(lambda t: _forget_task(client_id, conversation, t))
@@ -108,7 +108,7 @@ async def _run(client_id: str, conversation: str) -> None:
             if attempt == STORE_RETRIES:
                 logger.warning("interview %s/%s stopped: %s", client_id, conversation, exc)
                 return
-            delay = reconnect_delay(attempt)
+            delay = min(RETRY_FIRST * 2**attempt, RETRY_CAP)
             logger.info("interview %s/%s: %s; starting again in %.1fs", client_id, conversation, exc, delay)
             await asyncio.sleep(delay)
         except api.QuestionError as exc:
@@ -193,6 +193,7 @@ async def restart(client_id: str, conversation: str) -> None:
     old = _running.get((client_id, conversation))
     if old is not None and not old.done():
         old.cancel()
+        await asyncio.wait({old}, timeout=STOP_WAIT)
     for question in await api.pending(client_id, conversation):
         await api.cancel(question.p_key, "interview restarted")
     await api.end_conversation(client_id, conversation, forget=True)
