@@ -138,17 +138,18 @@ def _wake(p_key: str, outcome: str, payload: Any) -> bool:
     return True
 
 
-async def settle(question: Question, outcome: Outcome, payload: Any) -> bool:
+async def settle(question: Question, outcome: Outcome, payload: Any, *, payload_json: str | None = None) -> bool:
     """Wake the asker of a question already removed from the store, wherever it runs.
 
     Returns False when no asker listens any more (its task or its process is gone).
+    ``payload_json``: an answer already encoded (chat_ws.codec.JSON), when the caller has it.
     """
     if question.server_id == server_id() or not question.server_id:
         woken = _wake(question.p_key, outcome, payload)
         if not woken:
             logger.debug("question %s settled (%s) with no asker here", question.p_key, outcome)
         return woken
-    wire_payload = JSON.encode(payload) if outcome == ANSWERED else payload
+    wire_payload = (payload_json or JSON.encode(payload)) if outcome == ANSWERED else payload
     try:
         listeners = await get_store().publish(
             question.server_id, {"p_key": question.p_key, "outcome": outcome, "payload": wire_payload}
@@ -464,12 +465,14 @@ async def answer(client_id: str, message: Message) -> Question | None:
     """
     keys = protocol.promise_keys(message)
     protocol.optional_text(message, "msg-text")
-    question = await get_store().resolve(client_id, keys, message, time.time()) if keys else None
+    store = get_store()
+    wire = JSON.encode(message) if keys and store.answers_as_json else None  # for the journal and the notice
+    question = await store.resolve(client_id, keys, message, time.time(), answer_json=wire) if keys else None
     if question is None:
         logger.warning("answer from %s matches no pending question (%d keys)", client_id, len(keys))
         return None
     logger.debug("answer from %s resolves %s", client_id, question.p_key)
-    if not await settle(question, ANSWERED, message):
+    if not await settle(question, ANSWERED, message, payload_json=wire):
         metrics.QUESTIONS.labels("orphaned").inc()
         await signals.answer_orphaned.asend(
             sender=Answer, question=question, answer=_answer(question, message)

@@ -41,6 +41,8 @@ class BaseStore(ABC):
     that services and tests control the clock.
     """
 
+    answers_as_json = False  # True: resolve() writes answers as JSON text (give it answer_json)
+
     def __init__(self, conf: dict[str, Any]) -> None:
         self.conf = conf
 
@@ -62,10 +64,17 @@ class BaseStore(ABC):
 
     @abstractmethod
     async def resolve(
-        self, client_id: str, p_keys: list[str], answer: Message | None = None, now: float = 0.0
+        self,
+        client_id: str,
+        p_keys: list[str],
+        answer: Message | None = None,
+        now: float = 0.0,
+        *,
+        answer_json: str | None = None,
     ) -> Question | None:
         """Remove and return the most recent question of client_id whose key is in p_keys; a
-        step question's answer is journaled in the same step (answered at ``now``), unconsumed."""
+        step question's answer is journaled in the same step (answered at ``now``), unconsumed.
+        ``answer_json``: the answer already encoded (chat_ws.codec.JSON), when the caller has it."""
 
     @abstractmethod
     async def take_over(self, question: Question) -> bool:

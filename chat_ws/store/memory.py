@@ -83,7 +83,13 @@ class MemoryStore(BaseStore):
             del self._unconsumed[key]
 
     async def resolve(
-        self, client_id: str, p_keys: list[str], answer: Message | None = None, now: float = 0.0
+        self,
+        client_id: str,
+        p_keys: list[str],
+        answer: Message | None = None,
+        now: float = 0.0,
+        *,
+        answer_json: str | None = None,
     ) -> Question | None:
         keys = self._by_client.get(client_id)
         if not keys:

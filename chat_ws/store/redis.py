@@ -85,6 +85,8 @@ async def _each_bucket(what: str, calls: dict[int, Awaitable[T]]) -> dict[int, T
 class RedisStore(BaseStore):
     """The shared store; requires ``REDIS_URL``."""
 
+    answers_as_json = True
+
     def __init__(self, conf: dict[str, Any]) -> None:
         super().__init__(conf)
         url = conf.get("REDIS_URL")
@@ -161,22 +163,13 @@ class RedisStore(BaseStore):
 
     def _question_keys(self, client_id: str) -> list[str]:
         """cq, q, idx:q, qs of the client's bucket (the order RESOLVE, TAKE_CLIENT expect)."""
-        b = self.bucket(client_id)
-        return [
-            self.bucket_key(b, "cq", client_id),
-            self.bucket_key(b, "q"),
-            self.bucket_key(b, "idx", "q"),
-            self.bucket_key(b, "qs"),
-        ]
+        base = self._all[self.bucket(client_id)]
+        return [f"{base}:cq:{client_id}", f"{base}:q", f"{base}:idx:q", f"{base}:qs"]
 
-    def _journal_keys(self, client_id: str) -> list[str]:
-        """j, ja, idx:a of the client's bucket."""
-        b = self.bucket(client_id)
-        return [
-            self.bucket_key(b, "j", client_id),
-            self.bucket_key(b, "ja", client_id),
-            self.bucket_key(b, "idx", "a"),
-        ]
+    def _journal_keys(self, client_id: str, b: int | None = None) -> list[str]:
+        """j, ja, idx:a of the client's bucket (b: its bucket, when the caller has it)."""
+        base = self._all[self.bucket(client_id) if b is None else b]
+        return [f"{base}:j:{client_id}", f"{base}:ja:{client_id}", f"{base}:idx:a"]
 
     # ------------------------------------------------------------------ questions
     async def ask_question(
@@ -191,7 +184,7 @@ class RedisStore(BaseStore):
             self.bucket_key(b, "seq"),
             self.bucket_key(b, "conn", client_id),
             self.bucket_key(b, "qs"),
-            *self._journal_keys(client_id),
+            *self._journal_keys(client_id, b),
         ]
         args: list[Any] = [
             question_to_json(question),
@@ -222,19 +215,31 @@ class RedisStore(BaseStore):
         return state, question
 
     async def resolve(
-        self, client_id: str, p_keys: list[str], answer: Message | None = None, now: float = 0.0
+        self,
+        client_id: str,
+        p_keys: list[str],
+        answer: Message | None = None,
+        now: float = 0.0,
+        *,
+        answer_json: str | None = None,
     ) -> Question | None:
         if not p_keys:
             return None
-        keys = [*self._question_keys(client_id), *self._journal_keys(client_id)]
-        ttl = self._journal_ttl_ms()
-        args = [client_id, JSON.encode(answer) if answer is not None else "null", repr(now), ttl, *p_keys]
+        base = self._all[self.bucket(client_id)]
+        keys = [
+            f"{base}:cq:{client_id}", f"{base}:q", f"{base}:idx:q", f"{base}:qs",
+            f"{base}:j:{client_id}", f"{base}:ja:{client_id}", f"{base}:idx:a",
+        ]  # fmt: skip
+        if answer_json is None:
+            answer_json = JSON.encode(answer) if answer is not None else "null"
+        args = [client_id, answer_json, repr(now), self._journal_ttl, *p_keys]
         rec = await self._run(scripts.RESOLVE, keys, args)
         return question_from_json(rec) if rec else None
 
-    def _journal_ttl_ms(self) -> int:
-        """How long a client's journal outlives its last write: its presence record's lifetime
-        while disconnected (a forget drops it earlier)."""
+    @functools.cached_property
+    def _journal_ttl(self) -> int:
+        """Milliseconds a client's journal outlives its last write: its presence record's
+        lifetime, open or disconnected (a forget drops it earlier)."""
         return max(self._closed_ttl_ms(), self._open_ttl_ms())
 
     async def take_over(self, question: Question) -> bool:
