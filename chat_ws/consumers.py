@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,6 +29,33 @@ from chat_ws.exceptions import (
 from chat_ws.types import Message
 
 logger = logging.getLogger(__name__)
+
+
+def _socket_closed_errors() -> tuple[type[BaseException], ...]:
+    """What the servers raise when the application sends on a socket that is closing or closed.
+
+    daphne: autobahn's ``Disconnected`` ("Attempt to send on a closed protocol", a RuntimeError);
+    uvicorn: ``ClientDisconnected`` (an OSError) from each of its websocket protocols; any server:
+    a ``ConnectionError`` from a transport that broke. Nothing broader: a RuntimeError of another
+    kind is a bug and propagates.
+    """
+    errors: list[type[BaseException]] = [ConnectionError]
+    try:
+        from autobahn.exception import Disconnected
+    except ImportError:  # daphne is not installed
+        pass
+    else:
+        errors.append(Disconnected)
+    try:
+        from uvicorn.protocols.utils import ClientDisconnected
+    except ImportError:  # uvicorn is not installed
+        pass
+    else:
+        errors.append(ClientDisconnected)
+    return tuple(errors)
+
+
+SOCKET_CLOSED_ERRORS = _socket_closed_errors()
 
 
 def query_param(scope: dict[str, Any], name: str) -> str | None:
@@ -168,8 +196,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             refusal = await security.admit(self.scope, client_id, self.channel_name)
             if refusal is not None:
-                await self.accept(subprotocol)  # accept first so that the browser sees the code
-                await self.shut(refusal, "refused")
+                # accept first so that the browser sees the code
+                if await self._to_socket(self.accept(subprotocol), "accept"):
+                    await self.shut(refusal, "refused")
                 return
             await presence.connected(self)
         except StoreUnavailable as exc:
@@ -184,16 +213,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.registered = True
         metrics.OPEN_CONNECTIONS.inc()
-        await self.accept(subprotocol)
+        # A client gone during the handshake: the server's disconnect event follows and hands the
+        # socket to presence; its questions (re-sent below) stay pending for the next connection.
+        accepted = await self._to_socket(self.accept(subprotocol), "accept")
         early, self._early = self._early, None
         for text in early or ():
-            await self.send(text_data=text)
+            if not accepted or not await self._to_socket(self.send(text_data=text), "re-sent frame"):
+                break
 
     async def _refuse(self) -> None:
         """Refuse the handshake (HTTP 403) and end this consumer: some servers (uvicorn) send no
         websocket.disconnect after a refused handshake, and nothing was registered to clean up."""
         self.refused = True
-        await self.close()
+        await self._to_socket(self.close(), "refusal")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Decode one frame and route it; bad input gets an error reply, never a crash."""
@@ -258,12 +290,35 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _close_with(self, code: int, fallback: int, reason: str) -> None:
         """Close with a protocol code, or its 4xxx twin where the server refuses to send it."""
+        if self.is_closed:
+            return
         self.close_reason = reason
+        self.is_closed = True  # before the close goes out: nothing is sent after it
         try:
             await self.close(code)
-        except Exception:  # daphne's autobahn sends only 1000 and 3000-4999 from applications
-            await self.close(fallback)
+        except SOCKET_CLOSED_ERRORS as exc:
+            self._lost("close", exc)
+        except Exception as exc:  # daphne's autobahn sends only 1000 and 3000-4999 from applications
+            logger.debug("the server refused close code %d for %s (%s); sending %d", code, self.client_id, exc, fallback)
+            await self._to_socket(self.close(fallback), "close")
+
+    async def _to_socket(self, sending: Awaitable[None], what: str) -> bool:
+        """Await one send to the server; False when the socket turned out to be closed already.
+
+        The socket is then marked closed and nothing more is sent on it; the server's disconnect
+        event follows and hands it to presence, which holds its questions for the reconnect.
+        Any other error propagates.
+        """
+        try:
+            await sending
+        except SOCKET_CLOSED_ERRORS as exc:
+            self._lost(what, exc)
+            return False
+        return True
+
+    def _lost(self, what: str, exc: BaseException) -> None:
         self.is_closed = True
+        logger.debug("socket of %s closed before its %s went out (%s: %s)", self.client_id, what, type(exc).__name__, exc)
 
     # ------------------------------------------------------------------ delivery endpoint
     async def push(self, message: Message) -> None:
@@ -281,8 +336,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         text = self.codec.encode(stamped)
         if self._early is not None:
             self._early.append(text)
-        else:
-            await self.base_send({"type": "websocket.send", "text": text})  # = self.send(text_data=text)
+        elif not await self._to_socket(self.base_send({"type": "websocket.send", "text": text}), "message"):
+            return  # closing: a question stays pending in the store and is re-sent on reconnect
         metrics.MESSAGES_OUT.labels(metrics.key_label(stamped["dispatch-key"])).inc()
 
     async def shut(self, code: int, reason: str) -> None:
@@ -292,7 +347,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.closed_by_server = True
         self.close_reason = reason
         self.is_closed = True
-        await self.close(code)
+        await self._to_socket(self.close(code), "close")
 
     # ------------------------------------------------------------------ channel-layer events
     async def chat_deliver(self, event: dict[str, Any]) -> None:
