@@ -12,23 +12,28 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from chat_ws import delivery, metrics, presence, protocol, security
+from chat_ws import delivery, metrics, presence, protocol, security, shutdown
 from chat_ws.codec import EDN, Codec, negotiate
 from chat_ws.conf import get_settings
 from chat_ws.dispatch import Context, dispatch
 from chat_ws.limits import TokenBucket
 from chat_ws.redis_policy import reconnect_delay
+from chat_ws.runtime import runtime
 from chat_ws.exceptions import (
     WS_1008_POLICY_VIOLATION,
     WS_1009_MESSAGE_TOO_BIG,
+    WS_1012_SERVICE_RESTART,
     WS_4008_POLICY_VIOLATION,
     WS_4009_MESSAGE_TOO_BIG,
+    WS_4012_SERVICE_RESTART,
     MalformedMessage,
     StoreUnavailable,
 )
 from chat_ws.types import Message
 
 logger = logging.getLogger(__name__)
+
+SERVER_RESTART = "server-restart"  # close reason of the sockets a stopping process closes
 
 
 def _socket_closed_errors() -> tuple[type[BaseException], ...]:
@@ -84,6 +89,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     is_closed = False
     refused = False  # the handshake was refused: the consumer ends without waiting for a disconnect
     _early: list[str] | None = None
+    _ended = False  # the disconnect was handled (presence has the close), or the consumer ended
+    _on_end: asyncio.Future[None] | None = None  # what restart() waits for
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Serve one socket: ASGI events in a direct loop, channel-layer events in their own task.
@@ -94,6 +101,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """
         self.scope = scope
         self.base_send = send
+        state = runtime()
+        if not state.shutdown_hooked:  # now the server's own SIGTERM handler is in place
+            state.shutdown_hooked = True
+            shutdown.install()
         self.channel_layer = get_channel_layer(get_settings()["CHANNEL_LAYER"])
         events: asyncio.Task[None] | None = None
         if self.channel_layer is not None:
@@ -105,6 +116,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except StopConsumer:
             pass
         finally:
+            self._end()
             if events is not None:
                 events.cancel()
                 try:
@@ -175,6 +187,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         """Validate the client-id, pick the codec, register the connection."""
+        if runtime().stopping:
+            logger.info("refused a websocket: this process is shutting down")
+            await self._refuse()
+            return
         conf = get_settings()
         client_id = query_param(self.scope, "client-id")
         if not protocol.valid_client_id(client_id):
@@ -220,6 +236,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for text in early or ():
             if not accepted or not await self._to_socket(self.send(text_data=text), "re-sent frame"):
                 break
+        if runtime().stopping:  # the shutdown began during the handshake
+            await self._close_with(WS_1012_SERVICE_RESTART, WS_4012_SERVICE_RESTART, SERVER_RESTART)
 
     async def _refuse(self) -> None:
         """Refuse the handshake (HTTP 403) and end this consumer: some servers (uvicorn) send no
@@ -264,6 +282,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         """Hand the closed socket to presence."""
         self.is_closed = True
+        try:
+            await self._record_disconnect(code)
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._on_end is not None and not self._on_end.done():
+            self._on_end.set_result(None)
+
+    async def _record_disconnect(self, code: int) -> None:
         if not self.registered:
             return
         metrics.OPEN_CONNECTIONS.dec()
@@ -299,7 +328,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except SOCKET_CLOSED_ERRORS as exc:
             self._lost("close", exc)
         except Exception as exc:  # daphne's autobahn sends only 1000 and 3000-4999 from applications
-            logger.debug("the server refused close code %d for %s (%s); sending %d", code, self.client_id, exc, fallback)
+            logger.debug(
+                "the server refused close code %d for %s (%s); sending %d", code, self.client_id, exc, fallback
+            )
             await self._to_socket(self.close(fallback), "close")
 
     async def _to_socket(self, sending: Awaitable[None], what: str) -> bool:
@@ -318,7 +349,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def _lost(self, what: str, exc: BaseException) -> None:
         self.is_closed = True
-        logger.debug("socket of %s closed before its %s went out (%s: %s)", self.client_id, what, type(exc).__name__, exc)
+        logger.debug(
+            "socket of %s closed before its %s went out (%s: %s)", self.client_id, what, type(exc).__name__, exc
+        )
 
     # ------------------------------------------------------------------ delivery endpoint
     async def push(self, message: Message) -> None:
@@ -339,6 +372,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         elif not await self._to_socket(self.base_send({"type": "websocket.send", "text": text}), "message"):
             return  # closing: a question stays pending in the store and is re-sent on reconnect
         metrics.MESSAGES_OUT.labels(metrics.key_label(stamped["dispatch-key"])).inc()
+
+    async def restart(self) -> None:
+        """Close with 1012 (4012 where the server cannot send it) because this process stops, as
+        an ordinary disconnect: presence holds the client's questions for its reconnect. Returns
+        once the server's disconnect event has been handled."""
+        if self._ended:
+            return
+        if self._on_end is None:
+            self._on_end = asyncio.get_running_loop().create_future()
+        if self._early is None:  # a socket still in its handshake closes itself once accepted (connect)
+            await self._close_with(WS_1012_SERVICE_RESTART, WS_4012_SERVICE_RESTART, SERVER_RESTART)
+        await asyncio.shield(self._on_end)
 
     async def shut(self, code: int, reason: str) -> None:
         """Close the socket from the server side, recording why."""

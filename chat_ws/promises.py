@@ -297,6 +297,8 @@ async def tell_cleared(question: Question, outcome: Outcome, description: str) -
 
 async def _abandon(question: Question) -> None:
     """The asker was cancelled: remove its question so nobody answers into the void."""
+    if runtime().stopping:  # chat_ws.shutdown: the question stays pending for the reconnect elsewhere
+        return
     try:
         if await asyncio.shield(get_store().take(question.p_key, question.client_id)) is not None:
             await asyncio.shield(tell_cleared(question, CANCELLED, "the server withdrew the question"))
