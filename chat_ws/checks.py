@@ -29,6 +29,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         "RATE_LIMIT", "RATE_BURST", "RATE_ABUSE_STRIKES", "QUESTION_CHECK_INTERVAL", "SETTLE_WAIT",
         "INACTIVITY_TIMEOUT", "ALIVE_RESPONSE_TIMEOUT", "SWEEP_INTERVAL", "SWEEP_LOCK_TTL", "SWEEP_BATCH",
         "HEALTH_TIMEOUT", "BINDING_TTL", "REDIS_POOL_SIZE", "REDIS_TIMEOUT", "REDIS_MAX_IN_FLIGHT",
+        "SHUTDOWN_TIMEOUT",
     )
     for key in positive:
         value = conf[key]

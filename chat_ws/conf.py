@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_TOKEN": None,  # bearer token that unlocks health counts and metrics; None: staff only
     "HEALTH_TIMEOUT": 2.0,  # seconds each health probe (store, channel layer) may take
     "HEALTH_REQUIRE_SWEEP": False,  # True: unhealthy when no sweep ran within 3 x SWEEP_INTERVAL
+    "SHUTDOWN_TIMEOUT": 5.0,  # seconds SIGTERM waits for this process's sockets to close before the server stops
 }
 
 

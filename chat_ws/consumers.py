@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -11,23 +12,55 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from chat_ws import delivery, metrics, presence, promises, protocol, security
+from chat_ws import delivery, metrics, presence, promises, protocol, security, shutdown
 from chat_ws.codec import EDN, Codec, negotiate
 from chat_ws.conf import get_settings
 from chat_ws.dispatch import Context, dispatch
 from chat_ws.limits import TokenBucket
 from chat_ws.redis_policy import reconnect_delay
+from chat_ws.runtime import runtime
 from chat_ws.exceptions import (
     WS_1008_POLICY_VIOLATION,
     WS_1009_MESSAGE_TOO_BIG,
+    WS_1012_SERVICE_RESTART,
     WS_4008_POLICY_VIOLATION,
     WS_4009_MESSAGE_TOO_BIG,
+    WS_4012_SERVICE_RESTART,
     MalformedMessage,
     StoreUnavailable,
 )
 from chat_ws.types import Message
 
 logger = logging.getLogger(__name__)
+
+SERVER_RESTART = "server-restart"  # close reason of the sockets a stopping process closes
+
+
+def _socket_closed_errors() -> tuple[type[BaseException], ...]:
+    """What the servers raise when the application sends on a socket that is closing or closed.
+
+    daphne: autobahn's ``Disconnected`` ("Attempt to send on a closed protocol", a RuntimeError);
+    uvicorn: ``ClientDisconnected`` (an OSError) from each of its websocket protocols; any server:
+    a ``ConnectionError`` from a transport that broke. Nothing broader: a RuntimeError of another
+    kind is a bug and propagates.
+    """
+    errors: list[type[BaseException]] = [ConnectionError]
+    try:
+        from autobahn.exception import Disconnected
+    except ImportError:  # daphne is not installed
+        pass
+    else:
+        errors.append(Disconnected)
+    try:
+        from uvicorn.protocols.utils import ClientDisconnected
+    except ImportError:  # uvicorn is not installed
+        pass
+    else:
+        errors.append(ClientDisconnected)
+    return tuple(errors)
+
+
+SOCKET_CLOSED_ERRORS = _socket_closed_errors()
 
 
 def query_param(scope: dict[str, Any], name: str) -> str | None:
@@ -56,6 +89,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     is_closed = False
     refused = False  # the handshake was refused: the consumer ends without waiting for a disconnect
     _early: list[str] | None = None
+    _ended = False  # the disconnect was handled (presence has the close), or the consumer ended
+    _on_end: asyncio.Future[None] | None = None  # what restart() waits for
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Serve one socket: ASGI events in a direct loop, channel-layer events in their own task.
@@ -66,6 +101,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """
         self.scope = scope
         self.base_send = send
+        state = runtime()
+        if not state.shutdown_hooked:  # now the server's own SIGTERM handler is in place
+            state.shutdown_hooked = True
+            shutdown.install()
         self.channel_layer = get_channel_layer(get_settings()["CHANNEL_LAYER"])
         events: asyncio.Task[None] | None = None
         if self.channel_layer is not None:
@@ -77,6 +116,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except StopConsumer:
             pass
         finally:
+            self._end()
             if events is not None:
                 events.cancel()
                 try:
@@ -149,6 +189,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         """Validate the client-id, pick the codec, register the connection."""
+        if runtime().stopping:
+            logger.info("refused a websocket: this process is shutting down")
+            await self._refuse()
+            return
         conf = get_settings()
         client_id = query_param(self.scope, "client-id")
         if not protocol.valid_client_id(client_id):
@@ -170,8 +214,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             refusal = await security.admit(self.scope, client_id, self.channel_name)
             if refusal is not None:
-                await self.accept(subprotocol)  # accept first so that the browser sees the code
-                await self.shut(refusal, "refused")
+                # accept first so that the browser sees the code
+                if await self._to_socket(self.accept(subprotocol), "accept"):
+                    await self.shut(refusal, "refused")
                 return
             await presence.connected(self)
         except StoreUnavailable as exc:
@@ -186,16 +231,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.registered = True
         metrics.OPEN_CONNECTIONS.inc()
-        await self.accept(subprotocol)
+        # A client gone during the handshake: the server's disconnect event follows and hands the
+        # socket to presence; its questions (re-sent below) stay pending for the next connection.
+        accepted = await self._to_socket(self.accept(subprotocol), "accept")
         early, self._early = self._early, None
         for text in early or ():
-            await self.send(text_data=text)
+            if not accepted or not await self._to_socket(self.send(text_data=text), "re-sent frame"):
+                break
+        if runtime().stopping:  # the shutdown began during the handshake
+            await self._close_with(WS_1012_SERVICE_RESTART, WS_4012_SERVICE_RESTART, SERVER_RESTART)
 
     async def _refuse(self) -> None:
         """Refuse the handshake (HTTP 403) and end this consumer: some servers (uvicorn) send no
         websocket.disconnect after a refused handshake, and nothing was registered to clean up."""
         self.refused = True
-        await self.close()
+        await self._to_socket(self.close(), "refusal")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Decode one frame and route it; bad input gets an error reply, never a crash."""
@@ -234,6 +284,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         """Hand the closed socket to presence."""
         self.is_closed = True
+        try:
+            await self._record_disconnect(code)
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._on_end is not None and not self._on_end.done():
+            self._on_end.set_result(None)
+
+    async def _record_disconnect(self, code: int) -> None:
         if not self.registered:
             return
         metrics.OPEN_CONNECTIONS.dec()
@@ -260,12 +321,39 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _close_with(self, code: int, fallback: int, reason: str) -> None:
         """Close with a protocol code, or its 4xxx twin where the server refuses to send it."""
+        if self.is_closed:
+            return
         self.close_reason = reason
+        self.is_closed = True  # before the close goes out: nothing is sent after it
         try:
             await self.close(code)
-        except Exception:  # daphne's autobahn sends only 1000 and 3000-4999 from applications
-            await self.close(fallback)
+        except SOCKET_CLOSED_ERRORS as exc:
+            self._lost("close", exc)
+        except Exception as exc:  # daphne's autobahn sends only 1000 and 3000-4999 from applications
+            logger.debug(
+                "the server refused close code %d for %s (%s); sending %d", code, self.client_id, exc, fallback
+            )
+            await self._to_socket(self.close(fallback), "close")
+
+    async def _to_socket(self, sending: Awaitable[None], what: str) -> bool:
+        """Await one send to the server; False when the socket turned out to be closed already.
+
+        The socket is then marked closed and nothing more is sent on it; the server's disconnect
+        event follows and hands it to presence, which holds its questions for the reconnect.
+        Any other error propagates.
+        """
+        try:
+            await sending
+        except SOCKET_CLOSED_ERRORS as exc:
+            self._lost(what, exc)
+            return False
+        return True
+
+    def _lost(self, what: str, exc: BaseException) -> None:
         self.is_closed = True
+        logger.debug(
+            "socket of %s closed before its %s went out (%s: %s)", self.client_id, what, type(exc).__name__, exc
+        )
 
     # ------------------------------------------------------------------ delivery endpoint
     async def push(self, message: Message) -> None:
@@ -283,9 +371,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         text = self.codec.encode(stamped)
         if self._early is not None:
             self._early.append(text)
-        else:
-            await self.base_send({"type": "websocket.send", "text": text})  # = self.send(text_data=text)
+        elif not await self._to_socket(self.base_send({"type": "websocket.send", "text": text}), "message"):
+            return  # closing: a question stays pending in the store and is re-sent on reconnect
         metrics.MESSAGES_OUT.labels(metrics.key_label(stamped["dispatch-key"])).inc()
+
+    async def restart(self) -> None:
+        """Close with 1012 (4012 where the server cannot send it) because this process stops, as
+        an ordinary disconnect: presence holds the client's questions for its reconnect. Returns
+        once the server's disconnect event has been handled."""
+        if self._ended:
+            return
+        if self._on_end is None:
+            self._on_end = asyncio.get_running_loop().create_future()
+        if self._early is None:  # a socket still in its handshake closes itself once accepted (connect)
+            await self._close_with(WS_1012_SERVICE_RESTART, WS_4012_SERVICE_RESTART, SERVER_RESTART)
+        await asyncio.shield(self._on_end)
 
     async def shut(self, code: int, reason: str) -> None:
         """Close the socket from the server side, recording why."""
@@ -294,7 +394,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.closed_by_server = True
         self.close_reason = reason
         self.is_closed = True
-        await self.close(code)
+        await self._to_socket(self.close(code), "close")
 
     # ------------------------------------------------------------------ channel-layer events
     async def chat_deliver(self, event: dict[str, Any]) -> None:

@@ -41,6 +41,11 @@ class Endpoint(Protocol):
         """Close the socket with a close code, recording why."""
         ...
 
+    async def restart(self) -> None:
+        """Close the socket because this process stops (1012, or 4012); return once the close is
+        recorded as an ordinary disconnect (its questions wait for the reconnect)."""
+        ...
+
 
 def register(endpoint: Endpoint) -> Endpoint | None:
     """Make endpoint the local socket of its client-id; return the one it displaced."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 # Close codes (RFC 6455 section 7.4 and the 4000-4999 private range).
 WS_1008_POLICY_VIOLATION = 1008
 WS_1009_MESSAGE_TOO_BIG = 1009
+WS_1012_SERVICE_RESTART = 1012  # the process is stopping (SIGTERM): reconnect at once, to another one
 WS_4001_REPLACED = 4001  # another connection with the same client-id took over
 WS_4002_FORGOTTEN = 4002  # the server forgot the client (close-channel, sweep, admin)
 WS_4003_CLIENT_ID_BOUND = 4003  # the client-id belongs to another user or session
 WS_4004_TOO_MANY_CONNECTIONS = 4004  # the user already holds MAX_CONNECTIONS_PER_USER sockets
 WS_4008_POLICY_VIOLATION = 4008  # 1008 where the server cannot send 1008 (rate abuse under daphne)
 WS_4009_MESSAGE_TOO_BIG = 4009  # 1009 where the server cannot send 1009 (autobahn under daphne)
+WS_4012_SERVICE_RESTART = 4012  # 1012 where the server cannot send 1012 (autobahn under daphne)
 
 
 class ChatWsError(Exception):

@@ -429,6 +429,8 @@ async def tell_cleared(question: Question, outcome: Outcome, description: str) -
 
 async def _abandon(question: Question) -> None:
     """The asker was cancelled: remove its question so nobody answers into the void."""
+    if runtime().stopping:  # chat_ws.shutdown: the question stays pending for the reconnect elsewhere
+        return
     try:
         if question.step is not None and await asyncio.shield(_taken_over(question)):
             return  # another asker waits on it now

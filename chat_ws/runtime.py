@@ -30,6 +30,10 @@ class Runtime:
         self.grace_timers: dict[str, asyncio.TimerHandle] = {}  # client-id -> reconnect grace (presence)
         self.background: set[asyncio.Task[Any]] = set()  # grace expiries running (presence)
         self.handler_tasks: set[asyncio.Task[None]] = set()  # handlers running as tasks (dispatch)
+        # the process is shutting down (chat_ws.shutdown): sockets are refused, and an asker
+        # cancelled now leaves its question pending for the client's reconnect elsewhere
+        self.stopping: bool = False
+        self.shutdown_hooked: bool = False  # the consumer tried to install the SIGTERM step (shutdown)
 
     def close(self) -> None:
         """Cancel every timer, asker and task this process holds (callable from any thread)."""

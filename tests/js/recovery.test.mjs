@@ -2,7 +2,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { ChatClient } from "../../chat_ws/static/chat_ws/chat_ws.js";
+import {
+  CLOSE_SERVICE_RESTART,
+  CLOSE_SERVICE_RESTART_4012,
+  ChatClient,
+} from "../../chat_ws/static/chat_ws/chat_ws.js";
 import { makeClient } from "./fakes.mjs";
 
 const ALMOST_ONE = () => 0.999999; // the longest delay full jitter can pick
@@ -63,6 +67,25 @@ test("a server that accepts and drops at once is not hammered by quick attempts"
   }
   // Quick attempts alternate with backed-off ones, which keep growing to the cap.
   assert.deepEqual(delays, [499, 999, 999, 3999, 999, 15999, 999, 29999]);
+});
+
+test("1012 and 4012 (the server process stops) reconnect within 1 s, even right after a quick reconnect", () => {
+  assert.deepEqual([CLOSE_SERVICE_RESTART, CLOSE_SERVICE_RESTART_4012], [1012, 4012]);
+  for (const code of [1012, 4012]) {
+    const setup = connected({ reconnectBase: 5000, random: ALMOST_ONE }); // a slow backoff
+    setup.socket().serverClose(code); // a stopping server (a rolling deploy)
+    assert.equal(setup.events.at(-1).reason, "server-restart");
+    assert.ok(setup.events.at(-1).delay < 1000, `first delay ${setup.events.at(-1).delay}`);
+    setup.clock.advance(setup.events.at(-1).delay);
+    setup.socket().serverAccept(); // taken by another process, through the quick attempt
+    setup.clock.advance(200); // far shorter than stableAfter
+    setup.socket().serverClose(code); // and that process stops too
+    const { state, code: closed, reason, delay } = setup.events.at(-1);
+    assert.deepEqual([state, closed, reason], ["reconnecting", code, "server-restart"]);
+    assert.ok(delay < 1000, `second delay ${delay}`); // another close would have backed off
+    setup.clock.advance(delay);
+    assert.equal(setup.client.state, "connecting");
+  }
 });
 
 test("the online event reconnects a reconnecting client at once", () => {

@@ -22,6 +22,8 @@ export const CLOSE_NORMAL = 1000;
 export const CLOSE_REPLACED = 4001; // another socket with the same client-id took over
 export const CLOSE_FORGOTTEN = 4002; // the server forgot this client (close-channel, sweep, admin)
 export const CLOSE_CLIENT_ID_BOUND = 4003; // the client-id belongs to another user or session
+export const CLOSE_SERVICE_RESTART = 1012; // the server process is stopping: reconnect at once (elsewhere)
+export const CLOSE_SERVICE_RESTART_4012 = 4012; // the same, from a server that cannot send 1012 (daphne)
 
 /** Connection states, in the order a healthy client goes through them. */
 export const STATES = Object.freeze(["idle", "connecting", "open", "reconnecting", "offline", "closed"]);
@@ -332,9 +334,14 @@ export class ChatClient {
     }
     // A dropped connection gets one quick attempt, unless it came from a quick attempt itself
     // and died young: then the server accepts and drops, and the backoff goes on.
-    const quick = wasOpen && (stable || !this._openedByQuick);
+    const restart = code === CLOSE_SERVICE_RESTART || code === CLOSE_SERVICE_RESTART_4012;
+    // A server that stops says so: another process takes the client at once, even when this
+    // connection itself came from a quick attempt (a rolling deploy moves a client more than once).
+    const quick = wasOpen && (stable || restart || !this._openedByQuick);
     this._openedByQuick = false;
-    if (code === CLOSE_REPLACED) {
+    if (restart) {
+      this._scheduleReconnect({ code, reason: reason || "server-restart" }, quick);
+    } else if (code === CLOSE_REPLACED) {
       this._stopAfterServer({ code, reason: "replaced" });
     } else if (code === CLOSE_CLIENT_ID_BOUND) {
       this._stopAfterServer({ code, reason: "client-id-bound" });
