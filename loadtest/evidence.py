@@ -1,0 +1,160 @@
+"""The server side of the chaos ledger, read after the settle: each server's leak report and
+health, the private Redis's keys, the interview rows and the tracebacks in the servers' logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from loadtest.chaos_env import ChaosEnv
+from loadtest.ledger import KeyInfo, ServerSide
+
+logger = logging.getLogger(__name__)
+
+HTTP_TIMEOUT = 10.0  # seconds per request to a server
+LEAK_POLL = 0.2  # seconds between leak reports while the last rows drain
+TRACEBACK = "Traceback (most recent call last)"
+FILE_LINE = re.compile(r'^\s+File "([^"]+)", line (\d+), in (\S+)')
+SCAN_COUNT = 1000
+CLIENT_KEYS = ("conn", "cq")  # per-client keys whose members are looked at
+
+
+def get_json(url: str, token: str) -> tuple[int, Any]:
+    """GET url with the health token; (status, parsed body) even for an error status."""
+    request = urllib.request.Request(url, headers={"Accept": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body)
+        except ValueError:
+            return exc.code, body[:200].decode(errors="replace")
+
+
+def leak_reports(env: ChaosEnv, prefix: str, settle: float) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """Every server's /demo/leaks for the run's prefix, polled until all are 0 or ``settle`` passes."""
+    deadline = time.monotonic() + settle
+    while True:
+        reports: dict[str, dict[str, int]] = {}
+        problems: list[str] = []
+        for server in env.servers:
+            url = f"{server.http_url}/demo/leaks?{urlencode({'client_prefix': prefix})}"
+            try:
+                status, body = get_json(url, env.token)
+            except (OSError, ValueError) as exc:
+                problems.append(f"{server.name} /demo/leaks unreachable: {exc}")
+                continue
+            if status != 200 or not isinstance(body, dict) or not isinstance(body.get("leaks"), dict):
+                problems.append(f"{server.name} /demo/leaks answered {status}: {str(body)[:200]}")
+                continue
+            reports[server.name] = {str(k): int(v) for k, v in body["leaks"].items()}
+        clean = not problems and not any(v for r in reports.values() for v in r.values())
+        if clean or time.monotonic() >= deadline:
+            return reports, problems
+        time.sleep(LEAK_POLL)  # polling remote counts: there is no event to wait on
+
+
+def health_reports(env: ChaosEnv) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every server's health report with counts (200 or 503, both carry them)."""
+    reports: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for server in env.servers:
+        try:
+            status, body = get_json(f"{server.http_url}/chat_ws/health/", env.token)
+        except (OSError, ValueError) as exc:
+            problems.append(f"{server.name} health unreachable: {exc}")
+            continue
+        if not isinstance(body, dict) or "active_clients" not in body:
+            problems.append(f"{server.name} health answered {status} without counts: {str(body)[:200]}")
+            continue
+        reports[server.name] = body
+    return reports, problems
+
+
+def _decode(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def store_keys(url: str) -> list[KeyInfo]:
+    """Every key of the private Redis (the run's alone) with its type, TTL and member counts.
+
+    A client's question index (``cq``) counts the members whose record is still in its bucket's
+    question hash; a presence hash (``conn``) says whether it is closed (in its grace)."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=HTTP_TIMEOUT)
+    found: list[KeyInfo] = []
+    try:
+        for raw in client.scan_iter(match="*", count=SCAN_COUNT):
+            key = _decode(raw)
+            kind = _decode(client.type(key))
+            pttl = int(client.pttl(key))
+            ttl = pttl / 1000 if pttl >= 0 else -1.0
+            size = {"hash": client.hlen, "zset": client.zcard, "set": client.scard, "list": client.llen}.get(
+                kind, lambda _k: 0
+            )(key)
+            info = KeyInfo(key=key, type=kind, ttl=ttl, size=int(size))
+            parts = key.split(":")
+            if len(parts) >= 4 and parts[1].startswith("{") and parts[2] in CLIENT_KEYS:
+                bucket = ":".join(parts[:2])
+                if parts[2] == "cq" and kind == "zset":
+                    members: list[Any] = list(client.zrange(key, 0, -1))
+                    if members:
+                        records = client.hmget(f"{bucket}:q", members)
+                        info.live = sum(1 for r in records if r is not None)
+                elif parts[2] == "conn" and kind == "hash":
+                    info.closed = bool(client.hexists(key, "closed_at"))
+            found.append(info)
+    finally:
+        client.close()
+    return found
+
+
+def tracebacks(logs: Path) -> list[tuple[str, int, str]]:
+    """(log file, line number, "ExceptionLine (at file:line in function)") of every traceback."""
+    found: list[tuple[str, int, str]] = []
+    for path in sorted(logs.glob("server*.log")):
+        lines = path.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if TRACEBACK not in line:
+                continue
+            where = ""
+            for follow in lines[i + 1 :]:
+                match = FILE_LINE.match(follow)
+                if match:
+                    where = f"{Path(match[1]).name}:{match[2]} in {match[3]}"
+                    continue
+                if follow.startswith((" ", "\t")) or not follow.strip():
+                    continue
+                found.append((path.name, i + 1, f"{follow.strip()[:200]} (at {where})"))
+                break
+            else:
+                found.append((path.name, i + 1, f"(traceback cut short, at {where})"))
+    return found
+
+
+def collect_live(env: ChaosEnv, prefix: str, leak_settle: float) -> ServerSide:
+    """What the running servers, the Redis and the database hold after the settle."""
+    side = ServerSide()
+    side.leaks, problems = leak_reports(env, prefix, leak_settle)
+    side.unavailable.extend(problems)
+    side.health, problems = health_reports(env)
+    side.unavailable.extend(problems)
+    try:
+        side.keys = store_keys(env.redis.url)
+    except Exception as exc:
+        side.unavailable.append(f"Redis scan failed: {type(exc).__name__}: {exc}")
+    try:
+        side.rows = {row.client_id: row for row in env.db.rows(prefix)}
+    except Exception as exc:
+        side.unavailable.append(f"reading interview rows failed: {type(exc).__name__}: {exc}")
+    return side
