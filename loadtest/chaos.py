@@ -91,6 +91,7 @@ class ChaosResult:
     database: str = ""
     servers: list[str] = field(default_factory=list)
     ledger: Ledger = field(default_factory=Ledger)
+    faults: Faults = field(default_factory=Faults)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0  # the whole run, start-up and clean-up included
     settle_seconds: float = 0.0  # from the end of the faults until every client left
@@ -135,6 +136,7 @@ def run(config: ChaosConfig, progress: Progress | None = None) -> ChaosResult:
         server_side.tracebacks = tracebacks(env.logs)
         script = [qid for qid, _ in script_questions()]
         result.ledger = check(records, server_side, script, env.key_prefix, faults)
+        result.faults = faults
         if config.keep_logs:
             result.logs = str(env.keep_logs(Path(config.keep_logs)))
     finally:

@@ -198,20 +198,28 @@ class RunDatabase:
             self.kind, self.url = "sqlite", f"sqlite:///{self.sqlite}"
             self.note = f"PostgreSQL unavailable ({type(exc).__name__}: {str(exc).strip()[:120]}); using SQLite"
 
-    def rows(self, prefix: str) -> list[Row]:
-        """The interview rows of client-ids starting with prefix."""
-        query = (
-            "SELECT client_id, answers, finished FROM interview_interview "
-            "WHERE substr(client_id, 1, %d) = '%s'" % (len(prefix), prefix.replace("'", "''"))
-        )
+    def _select(self, columns: str, table: str, prefix: str, more: str = "") -> list[Any]:
+        """Rows of a table whose client_id starts with prefix (the run's clients)."""
+        query = f"SELECT {columns} FROM {table} WHERE substr(client_id, 1, {len(prefix)}) = %s {more}"
         if self.kind == "postgresql":
             import psycopg
 
             with psycopg.connect(self.url, connect_timeout=5) as conn:
-                found = conn.execute(query).fetchall()  # type: ignore[arg-type]
-        else:
-            with sqlite3.connect(self.sqlite) as conn:
-                found = conn.execute(query).fetchall()
+                return conn.execute(query, (prefix,)).fetchall()  # type: ignore[arg-type]
+        with sqlite3.connect(self.sqlite) as conn:
+            return conn.execute(query.replace("%s", "?"), (prefix,)).fetchall()
+
+    def open_sessions(self, prefix: str, limit: int = 10) -> list[str]:
+        """The first ClientSession rows of the run's clients that are not closed, described."""
+        found = self._select(
+            "client_id, server_id, opened_at", "chat_ws_clientsession", prefix,
+            f"AND closed_at IS NULL ORDER BY opened_at LIMIT {int(limit)}",
+        )  # fmt: skip
+        return [f"{cid} opened {opened} by {server}" for cid, server, opened in found]
+
+    def rows(self, prefix: str) -> list[Row]:
+        """The interview rows of client-ids starting with prefix."""
+        found = self._select("client_id, answers, finished", "interview_interview", prefix)
         return [
             Row(str(cid), json.loads(answers) if isinstance(answers, str) else list(answers), bool(done))
             for cid, answers, done in found

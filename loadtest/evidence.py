@@ -119,26 +119,41 @@ def store_keys(url: str) -> list[KeyInfo]:
     return found
 
 
+CHAINED = ("The above exception was the direct cause", "During handling of the above exception")
+
+
 def tracebacks(logs: Path) -> list[tuple[str, int, str]]:
-    """(log file, line number, "ExceptionLine (at file:line in function)") of every traceback."""
+    """Every traceback in the servers' logs: (log file, line, "<log record> -> <exception>
+    (at <file:line in function>)"); a chain of exceptions counts once, by its last one."""
     found: list[tuple[str, int, str]] = []
     for path in sorted(logs.glob("server*.log")):
         lines = path.read_text(errors="replace").splitlines()
-        for i, line in enumerate(lines):
-            if TRACEBACK not in line:
+        i = 0
+        while i < len(lines):
+            if TRACEBACK not in lines[i]:
+                i += 1
                 continue
-            where = ""
-            for follow in lines[i + 1 :]:
-                match = FILE_LINE.match(follow)
+            first = i
+            record = next((lines[j].strip() for j in range(i - 1, max(-1, i - 4), -1) if lines[j][:2] == "20"), "")
+            exception, where = "(traceback cut short)", ""
+            i += 1
+            while i < len(lines):
+                line = lines[i]
+                match = FILE_LINE.match(line)
                 if match:
                     where = f"{Path(match[1]).name}:{match[2]} in {match[3]}"
-                    continue
-                if follow.startswith((" ", "\t")) or not follow.strip():
-                    continue
-                found.append((path.name, i + 1, f"{follow.strip()[:200]} (at {where})"))
-                break
-            else:
-                found.append((path.name, i + 1, f"(traceback cut short, at {where})"))
+                elif line.strip() and not line.startswith((" ", "\t")):
+                    if TRACEBACK in line or line.startswith(CHAINED):
+                        pass  # the chain goes on
+                    else:
+                        exception = line.strip()
+                        following = next((x for x in lines[i + 1 :] if x.strip()), "")
+                        if not following.startswith(CHAINED):
+                            break
+                i += 1
+            headline = f"{record[24:][:120]} -> " if record else ""
+            found.append((path.name, first + 1, f"{headline}{exception[:200]} (at {where})"))
+            i += 1
     return found
 
 
@@ -155,6 +170,8 @@ def collect_live(env: ChaosEnv, prefix: str, leak_settle: float) -> ServerSide:
         side.unavailable.append(f"Redis scan failed: {type(exc).__name__}: {exc}")
     try:
         side.rows = {row.client_id: row for row in env.db.rows(prefix)}
+        if any(r.get("open_sessions") for r in side.leaks.values()):
+            side.context.extend(f"open session row: {row}" for row in env.db.open_sessions(prefix))
     except Exception as exc:
-        side.unavailable.append(f"reading interview rows failed: {type(exc).__name__}: {exc}")
+        side.unavailable.append(f"reading the database failed: {type(exc).__name__}: {exc}")
     return side

@@ -151,6 +151,7 @@ class ServerSide:
     keys: list[KeyInfo] = field(default_factory=list)  # the private Redis's keys
     tracebacks: list[tuple[str, int, str]] = field(default_factory=list)  # (log, line, exception)
     unavailable: list[str] = field(default_factory=list)  # checks that could not be made, and why
+    context: list[str] = field(default_factory=list)  # what explains a leftover (open session rows)
 
 
 @dataclass
@@ -176,6 +177,8 @@ class Violation:
 class Ledger:
     violations: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})
     examples: dict[str, list[Violation]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    every: list[Violation] = field(default_factory=list)  # all of them, for the JSON report
+    context: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     store: dict[str, Any] = field(default_factory=dict)  # key counts by kind, live and awaiting expiry
 
@@ -185,14 +188,17 @@ class Ledger:
 
     def add(self, kind: str, client_id: str, detail: str) -> None:
         self.violations[kind] += 1
+        violation = Violation(kind, client_id, detail)
+        self.every.append(violation)
         if len(self.examples[kind]) < MAX_EXAMPLES:
-            self.examples[kind].append(Violation(kind, client_id, detail))
+            self.examples[kind].append(violation)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "violations": self.violations,
-            "examples": {k: [asdict(v) for v in vs] for k, vs in self.examples.items()},
+            "every": [asdict(v) for v in self.every],
+            "context": self.context,
             "stats": self.stats,
             "store": self.store,
         }
@@ -364,6 +370,7 @@ def check_server(server: ServerSide, ledger: Ledger) -> None:
         ledger.add("f", "", f"{log}:{line}: {exc}")
     for why in server.unavailable:
         ledger.add("x", "", why)
+    ledger.context.extend(server.context)
 
 
 def series(values: list[float]) -> dict[str, float]:
@@ -461,6 +468,8 @@ def render(ledger: Ledger) -> str:
         for v in examples:
             who = f"{v.client_id}: " if v.client_id else ""
             lines.append(f"    ({kind}) {who}{v.detail}")
+    for line in ledger.context:
+        lines.append(f"    context: {line}")
     if ledger.store:
         lines.append("private Redis keys after the settle")
         for state, kinds in ledger.store.items():
