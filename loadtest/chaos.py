@@ -160,7 +160,7 @@ async def _drive(
         cut_fraction=config.cut_fraction, term_bound=config.term_bound,
     )  # fmt: skip
     lanes = [asyncio.create_task(lane(hub, n, RAMP), name=f"chaos-lane-{n}") for n in range(config.clients)]
-    injector.start()
+    injector.start(config.duration)
     loop = asyncio.get_running_loop()
     end = loop.time() + config.duration
     while loop.time() < end:

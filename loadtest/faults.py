@@ -54,8 +54,11 @@ class FaultInjector:
         self._loops: list[asyncio.Task[None]] = []
         self._restarts: set[asyncio.Task[None]] = set()
         self._redis_lock = asyncio.Lock()
+        self._until = 0.0  # loop time: no fault falls due at or after it
 
-    def start(self) -> None:
+    def start(self, duration: float) -> None:
+        """Run the schedule; faults fall due at one period, two periods, ... before ``duration``."""
+        self._until = asyncio.get_running_loop().time() + duration
         actions: dict[str, Callable[[], Awaitable[None]]] = {
             "kill": self.kill, "term": self.term, "redis": self.restart_redis, "cut": self.cut,
         }  # fmt: skip
@@ -67,7 +70,7 @@ class FaultInjector:
     async def _every(self, period: float, action: Callable[[], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time() + period
-        while not self._stop.is_set():
+        while due < self._until:
             try:
                 await asyncio.wait_for(self._stop.wait(), max(0.0, due - loop.time()))
                 return  # the schedule ended

@@ -243,16 +243,29 @@ def check_asked(record: InterviewRecord, ledger: Ledger) -> None:
                     break
             if reasked:
                 break
+        story = "; ".join(_history(record, k.p_key) for k in keys) + _drops(record, keys[0].t, keys[-1].t)
         if reasked is not None:
             earlier, at, later = reasked
             ledger.add(
                 "a", record.client_id,
-                f"{qid}: {earlier.p_key} asked {clock(earlier.t)}, answer confirmed {clock(at)}; "
-                f"asked again as {later.p_key} at {clock(later.t)}",
+                f"{qid}: {earlier.p_key} answer confirmed {clock(at)}, asked again as "
+                f"{later.p_key} at {clock(later.t)} [{story}]",
             )  # fmt: skip
         else:
-            shown = ", ".join(f"{k.p_key} at {clock(k.t)}" for k in keys)
-            ledger.add("b", record.client_id, f"{qid}: {len(keys)} p-keys: {shown}")
+            ledger.add("b", record.client_id, f"{qid}: {len(keys)} p-keys [{story}]")
+
+
+def _history(record: InterviewRecord, p_key: str) -> str:
+    """One p-key's life as the client saw it: asked, answered, cleared."""
+    asked = [clock(q.t) for q in record.asked if q.p_key == p_key]
+    sent = [clock(s.t) for s in record.sent if s.p_key == p_key]
+    cleared = [clock(c.t) + (f" ({c.reason})" if c.reason else "") for c in record.cleared if c.p_key == p_key]
+    return f"{p_key} asked {','.join(asked)} answered {','.join(sent) or '-'} cleared {','.join(cleared) or '-'}"
+
+
+def _drops(record: InterviewRecord, since: float, until: float) -> str:
+    shown = [f"{d.cause} drop {d.code} on {d.server} {clock(d.t)}" for d in record.drops if since <= d.t <= until]
+    return "; " + ", ".join(shown) if shown else ""
 
 
 def check_row(record: InterviewRecord | None, client_id: str, row: Row, script: Sequence[str], ledger: Ledger) -> None:
