@@ -13,17 +13,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from loadtest.chaos_env import ChaosEnv
+from loadtest.chaos_env import ChaosEnv, DemoServer
 from loadtest.ledger import KeyInfo, ServerSide
 
 logger = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = 10.0  # seconds per request to a server
-LEAK_POLL = 0.2  # seconds between leak reports while the last rows drain
+LEAK_POLL = 1.0  # seconds between leak reports while the last rows drain
 TRACEBACK = "Traceback (most recent call last)"
 FILE_LINE = re.compile(r'^\s+File "([^"]+)", line (\d+), in (\S+)')
 SCAN_COUNT = 1000
 CLIENT_KEYS = ("conn", "cq")  # per-client keys whose members are looked at
+
+
+def _short(body: Any) -> str:
+    return " ".join(str(body).split())[:200]
 
 
 def get_json(url: str, token: str) -> tuple[int, Any]:
@@ -40,27 +44,38 @@ def get_json(url: str, token: str) -> tuple[int, Any]:
             return exc.code, body[:200].decode(errors="replace")
 
 
+def _leak_report(server: DemoServer, prefix: str, token: str) -> dict[str, int]:
+    url = f"{server.http_url}/demo/leaks?{urlencode({'client_prefix': prefix})}"
+    try:
+        status, body = get_json(url, token)
+    except (OSError, ValueError) as exc:
+        raise LookupError(f"{server.name} /demo/leaks unreachable: {exc}") from exc
+    if status != 200 or not isinstance(body, dict) or not isinstance(body.get("leaks"), dict):
+        raise LookupError(f"{server.name} /demo/leaks answered {status}: {_short(body)}")
+    return {str(k): int(v) for k, v in body["leaks"].items()}
+
+
 def leak_reports(env: ChaosEnv, prefix: str, settle: float) -> tuple[dict[str, dict[str, int]], list[str]]:
-    """Every server's /demo/leaks for the run's prefix, polled until all are 0 or ``settle`` passes."""
+    """Every server's /demo/leaks for the run's prefix, once the store-wide counts reached 0 or
+    ``settle`` passed. While waiting only the first server is asked, once a second: the demo
+    keeps a database connection per request for a minute (CONN_MAX_AGE under ASGI), so that
+    fast polling of every server exhausts PostgreSQL's connections."""
     deadline = time.monotonic() + settle
-    while True:
-        reports: dict[str, dict[str, int]] = {}
-        problems: list[str] = []
-        for server in env.servers:
-            url = f"{server.http_url}/demo/leaks?{urlencode({'client_prefix': prefix})}"
-            try:
-                status, body = get_json(url, env.token)
-            except (OSError, ValueError) as exc:
-                problems.append(f"{server.name} /demo/leaks unreachable: {exc}")
-                continue
-            if status != 200 or not isinstance(body, dict) or not isinstance(body.get("leaks"), dict):
-                problems.append(f"{server.name} /demo/leaks answered {status}: {str(body)[:200]}")
-                continue
-            reports[server.name] = {str(k): int(v) for k, v in body["leaks"].items()}
-        clean = not problems and not any(v for r in reports.values() for v in r.values())
-        if clean or time.monotonic() >= deadline:
-            return reports, problems
+    while time.monotonic() < deadline:
+        try:
+            if not any(_leak_report(env.servers[0], prefix, env.token).values()):
+                break
+        except LookupError:
+            break  # the final round reports it
         time.sleep(LEAK_POLL)  # polling remote counts: there is no event to wait on
+    reports: dict[str, dict[str, int]] = {}
+    problems: list[str] = []
+    for server in env.servers:
+        try:
+            reports[server.name] = _leak_report(server, prefix, env.token)
+        except LookupError as exc:
+            problems.append(str(exc))
+    return reports, problems
 
 
 def health_reports(env: ChaosEnv) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -74,7 +89,7 @@ def health_reports(env: ChaosEnv) -> tuple[dict[str, dict[str, Any]], list[str]]
             problems.append(f"{server.name} health unreachable: {exc}")
             continue
         if not isinstance(body, dict) or "active_clients" not in body:
-            problems.append(f"{server.name} health answered {status} without counts: {str(body)[:200]}")
+            problems.append(f"{server.name} health answered {status} without counts: {_short(body)}")
             continue
         reports[server.name] = body
     return reports, problems
@@ -158,8 +173,14 @@ def tracebacks(logs: Path) -> list[tuple[str, int, str]]:
 
 
 def collect_live(env: ChaosEnv, prefix: str, leak_settle: float) -> ServerSide:
-    """What the running servers, the Redis and the database hold after the settle."""
+    """What the running servers, the Redis and the database hold after the settle (the rows
+    first: the servers' requests may use up the database's connections)."""
     side = ServerSide()
+    try:
+        side.rows = {row.client_id: row for row in env.db.rows(prefix)}
+    except Exception as exc:
+        side.rows = None
+        side.unavailable.append(f"reading the interview rows failed: {type(exc).__name__}: {exc}")
     side.leaks, problems = leak_reports(env, prefix, leak_settle)
     side.unavailable.extend(problems)
     side.health, problems = health_reports(env)
@@ -168,10 +189,9 @@ def collect_live(env: ChaosEnv, prefix: str, leak_settle: float) -> ServerSide:
         side.keys = store_keys(env.redis.url)
     except Exception as exc:
         side.unavailable.append(f"Redis scan failed: {type(exc).__name__}: {exc}")
-    try:
-        side.rows = {row.client_id: row for row in env.db.rows(prefix)}
-        if any(r.get("open_sessions") for r in side.leaks.values()):
+    if any(r.get("open_sessions") for r in side.leaks.values()):
+        try:
             side.context.extend(f"open session row: {row}" for row in env.db.open_sessions(prefix))
-    except Exception as exc:
-        side.unavailable.append(f"reading the database failed: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            side.context.append(f"open session rows unreadable: {type(exc).__name__}: {exc}")
     return side

@@ -145,7 +145,7 @@ class KeyInfo:
 class ServerSide:
     """What the servers kept, read after the settle."""
 
-    rows: dict[str, Row] = field(default_factory=dict)  # client-id -> row
+    rows: dict[str, Row] | None = field(default_factory=dict)  # client-id -> row; None: unreadable
     leaks: dict[str, dict[str, int]] = field(default_factory=dict)  # server -> /demo/leaks counts
     health: dict[str, dict[str, Any]] = field(default_factory=dict)  # server -> health report
     keys: list[KeyInfo] = field(default_factory=list)  # the private Redis's keys
@@ -404,9 +404,13 @@ def check(
     by_id = {r.client_id: r for r in interviews}
     ends: Counter[str] = Counter()
     told: Counter[str] = Counter()
+    rows = server.rows
     for record in interviews:
         check_asked(record, ledger)
-        row = server.rows.get(record.client_id)
+        if rows is None:  # the rows could not be read: kind x says so, c and d cannot be judged
+            ends["unjudged"] += 1
+            continue
+        row = rows.get(record.client_id)
         if row is not None:
             check_row(record, record.client_id, row, script, ledger)
         verdict = check_end(record, row, script, ledger)
@@ -415,7 +419,7 @@ def check(
             told[record.told[0].kind] += 1
         if not record.left:
             ledger.add("x", record.client_id, f"the client could not leave ({record.end_detail or record.end})")
-    for client_id, row in server.rows.items():
+    for client_id, row in (rows or {}).items():
         if client_id not in by_id:
             check_row(None, client_id, row, script, ledger)
     check_store(server.keys, prefix, ledger)

@@ -214,3 +214,9 @@ def test_recovery_time_after_a_server_drop() -> None:
     ledger = ledger_of([record])
     assert ledger.stats["recovery_after_server_s"]["p50"] == 1.0
     assert ledger.stats["recovery_after_cut_s"]["p50"] == 0.25
+
+
+def test_unreadable_rows_are_one_missing_check_not_thousands_of_violations() -> None:
+    records = [answered("c-1-1"), answered("c-2-1")]
+    ledger = ledger_of(records, ServerSide(rows=None, unavailable=["reading the database failed"]))
+    only(ledger, "x")
