@@ -416,7 +416,13 @@ def check(
         verdict = check_end(record, row, script, ledger)
         ends[verdict] += 1
         if verdict == "told":
-            told[record.told[0].kind] += 1
+            first = record.told[0]
+            told[first.kind] += 1
+            if sum(told.values()) <= MAX_EXAMPLES:
+                ledger.context.append(
+                    f"told {record.client_id}: {first.kind} at {clock(first.t)} ({first.detail.strip()}); "
+                    f"ended {record.end} {record.end_detail}".rstrip()
+                )
         if not record.left:
             ledger.add("x", record.client_id, f"the client could not leave ({record.end_detail or record.end})")
     for client_id, row in (rows or {}).items():
