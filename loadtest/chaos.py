@@ -249,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = run(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        result = run(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        print("interrupted: servers, Redis, database and files of the run removed", file=sys.stderr)
+        return 130
     print(f"chaos run {result.run_id} (seed {result.seed}): {result.config.servers} x {result.config.server} "
           f"servers, {result.database} database, {result.seconds:.0f}s, settle {result.settle_seconds:.1f}s")  # fmt: skip
     for note in result.notes:
