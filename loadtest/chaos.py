@@ -38,6 +38,7 @@ RAMP = 2.0  # seconds over which the clients' first connects are spread
 LEAVE_GRACE = 30.0  # seconds after the settle in which clients still try to leave
 LANE_MARGIN = 15.0  # seconds past that before lanes still running are cancelled
 PROGRESS_EVERY = 10.0  # seconds between progress lines
+MAX_RECORDS = 2000  # interview records kept in the JSON result (those with a violation or no finish)
 
 
 def script_questions() -> list[tuple[str, str]]:
@@ -92,6 +93,7 @@ class ChaosResult:
     servers: list[str] = field(default_factory=list)
     ledger: Ledger = field(default_factory=Ledger)
     faults: Faults = field(default_factory=Faults)
+    interviews: list[dict[str, Any]] = field(default_factory=list)  # the records of those in question
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0  # the whole run, start-up and clean-up included
     settle_seconds: float = 0.0  # from the end of the faults until every client left
@@ -137,6 +139,10 @@ def run(config: ChaosConfig, progress: Progress | None = None) -> ChaosResult:
         script = [qid for qid, _ in script_questions()]
         result.ledger = check(records, server_side, script, env.key_prefix, faults)
         result.faults = faults
+        named = {v.client_id for v in result.ledger.every if v.client_id}
+        result.interviews = [
+            asdict(r) for r in records if r.client_id in named or r.finished is None
+        ][:MAX_RECORDS]
         if config.keep_logs:
             result.logs = str(env.keep_logs(Path(config.keep_logs)))
     finally:

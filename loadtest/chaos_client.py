@@ -31,6 +31,8 @@ MAX_FRAME = 1 << 20  # bytes per frame the client accepts
 WS_4001_REPLACED = 4001
 WS_4003_CLIENT_ID_BOUND = 4003
 NO_CLOSE_FRAME = 1006
+MAX_RETRIES = 5  # times a refused answer (other than no-matching-question) is sent again
+RETRY_AFTER = 1.0  # seconds before it is
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,10 @@ class InterviewClient:
         self.queued: list[tuple[str, str]] = []  # answers (qid, p-key) not written: the socket was gone
         self.unserved: list[Drop] = []  # drops not yet followed by service
         self.asked_keys: set[str] = set()
+        self.cleared_keys: set[str] = set()
+        self.unconfirmed: list[tuple[str, str]] = []  # answers (qid, p-key) written to this socket
+        self.retries: dict[str, int] = {}  # p-key -> answers sent again after a refusal
+        self._retrying: set[asyncio.Task[None]] = set()
         self._cut = False
         self._leave_sent_at = 0.0
         self._leave_ws: ClientConnection | None = None  # the socket close-channel was written to
@@ -148,6 +154,8 @@ class InterviewClient:
             self.record.end, self.record.end_detail = "failed", f"{type(exc).__name__}: {exc}"
         finally:
             self.hub.open.discard(self)
+            for task in self._retrying:
+                task.cancel()
             if self.ws is not None:
                 self.ws.transport.abort()
         return self.record
@@ -205,6 +213,7 @@ class InterviewClient:
             self.unserved = [d for d in self.unserved if d.mid_interview and self.phase == "interview"]
             reopened = self.ever_opened
             self.ever_opened = True
+            self.unconfirmed = []  # replies to answers on the old socket went down with it
             self.hub.open.add(self)
             if self.phase == "interview":
                 if not self.started:
@@ -308,8 +317,14 @@ class InterviewClient:
         message = {"dispatch-key": "domain-expert-says", "promise-keys": [p_key], "msg-text": text}
         if await self._send(message):
             self.record.sent.append(Sent(time.time(), qid, p_key, text))
+            self.unconfirmed.append((qid, p_key))
         else:
             self.queued.append((qid, p_key))  # the browser queues what it could not write
+
+    async def _answer_again(self, qid: str, p_key: str) -> None:
+        await asyncio.sleep(RETRY_AFTER)  # the person reads the note and sends the answer again
+        if self.phase == "interview" and p_key not in self.cleared_keys:
+            await self._answer(qid, p_key)
 
     def _served(self, now: float) -> None:
         for drop in self.unserved:
@@ -353,12 +368,25 @@ class InterviewClient:
             reason = message.get("reason")
             keys = [str(k) for k in message.get("promise-keys") or ()]
             rec.cleared.extend(Cleared(now, k, str(reason) if reason else None) for k in keys)
+            self.cleared_keys.update(keys)
+            if not reason:
+                self.unconfirmed = [u for u in self.unconfirmed if u[1] not in keys]
             if reason and self.asked_keys.intersection(keys):
                 rec.told.append(Told(now, f"withdrawn:{reason}", str(message.get("description", ""))))
                 self._end("told", f"question withdrawn ({reason})")
         elif key == "error":
             detail = f"in reply to {message.get('in-reply-to', '?')}: {message.get('description', '')}"
             rec.told.append(Told(now, f"error:{message.get('error')}", detail))
+            if message.get("in-reply-to") == "domain-expert-says" and self.unconfirmed:
+                # Answers are handled in order: the refusal is the oldest unconfirmed answer's.
+                # The page puts it back in the answer box and the person sends it again, unless
+                # the server has no such question.
+                qid, p_key = self.unconfirmed.pop(0)
+                if message.get("error") != "no-matching-question" and self.retries.get(p_key, 0) < MAX_RETRIES:
+                    self.retries[p_key] = self.retries.get(p_key, 0) + 1
+                    task = asyncio.create_task(self._answer_again(qid, p_key))
+                    self._retrying.add(task)
+                    task.add_done_callback(self._retrying.discard)
         elif key == "load-table":
             if self.phase == "interview":
                 rec.finished = now

@@ -308,16 +308,29 @@ def complete(record: InterviewRecord, row: Row | None, script: Sequence[str]) ->
     return ""
 
 
+def last_word(record: InterviewRecord) -> Told | None:
+    """The named outcome the interview ended with: a withdrawn question or a close code, or an
+    error after which the client was asked and answered nothing more (an error it recovered
+    from, by sending its answer again, is not how the interview ended)."""
+    activity = max([record.started, *(q.t for q in record.asked), *(s.t for s in record.sent)])
+    for told in record.told:
+        if told.kind.startswith(("withdrawn:", "close:")) or told.t >= activity:
+            return told
+    return None
+
+
 def check_end(record: InterviewRecord, row: Row | None, script: Sequence[str], ledger: Ledger) -> str:
     """Kind d. Returns how the interview counts: finished, told or violation."""
     why = complete(record, row, script)
     if not why:
         return "finished"
-    if record.finished is None and record.told:
+    if record.finished is None and last_word(record) is not None:
         return "told"
     times = [record.started, *(q.t for q in record.asked), *(c.t for c in record.cleared), *(s.t for s in record.sent)]
     last = max(times)
     detail = f"{record.end or 'ended'}{': ' + record.end_detail if record.end_detail else ''}; {why}"
+    if record.told:
+        detail += "; told " + ", ".join(f"{t.kind} at {clock(t.t)}" for t in record.told[:3])
     answered = len({s.qid for s in record.sent})
     ledger.add(
         "d", record.client_id,
@@ -416,7 +429,7 @@ def check(
         verdict = check_end(record, row, script, ledger)
         ends[verdict] += 1
         if verdict == "told":
-            first = record.told[0]
+            first = last_word(record) or record.told[0]
             told[first.kind] += 1
             if sum(told.values()) <= MAX_EXAMPLES:
                 ledger.context.append(

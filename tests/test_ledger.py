@@ -220,3 +220,14 @@ def test_unreadable_rows_are_one_missing_check_not_thousands_of_violations() -> 
     records = [answered("c-1-1"), answered("c-2-1")]
     ledger = ledger_of(records, ServerSide(rows=None, unavailable=["reading the database failed"]))
     only(ledger, "x")
+
+
+def test_an_error_the_client_recovered_from_does_not_excuse_a_silent_end() -> None:
+    record = answered("c-1-1", SCRIPT[:1])
+    record.finished, record.end = None, "stalled"
+    row = saved(record, finished=False)
+    record.told.append(Told(T0 + 0.25, "error:store-unavailable", "in reply to domain-expert-says"))
+    record.sent.append(Sent(T0 + 1.25, "products", "promise-c-1-1-products", "c-1-1/products"))  # sent again
+    ledger = ledger_of([record], ServerSide(rows={"c-1-1": row}))
+    only(ledger, "d")
+    assert "told error:store-unavailable" in ledger.examples["d"][0].detail
