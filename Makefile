@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run serve cluster test test-browser test-js lint bench stress clean
+.PHONY: install run serve cluster test test-browser test-js lint bench stress chaos clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ test-browser: install
 # Against a running `make run` (see docs/benchmarks.md for the environment it needs).
 stress: install
 	$(BIN)/python -m loadtest --url ws://$(HOST):$(PORT)/ws $(STRESS_ARGS)
+
+# Not part of CI: about three minutes. Starts its own Redis, database and demo servers, kills and
+# restarts them under load, then checks the ledger (docs/chaos.md); CHAOS_ARGS e.g. --server mixed.
+chaos: install
+	$(BIN)/python -m loadtest --scenario chaos $(CHAOS_ARGS)
 
 # Not part of CI: about ten minutes; writes bench/results/latest.{md,png,json}.
 bench: install

@@ -1,4 +1,5 @@
-"""``python -m loadtest``: the original stress scenarios, and a soak, against a live demo server."""
+"""``python -m loadtest``: the original stress scenarios, and a soak, against a live demo server;
+``--scenario chaos`` (loadtest.chaos) starts servers of its own and injects faults."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenario",
         action="append",
-        choices=[*SCENARIOS, "all", "soak"],
-        help="scenario to run; repeat for several (default: all five)",
+        choices=[*SCENARIOS, "all", "soak", "chaos"],
+        help="scenario to run; repeat for several (default: all five); chaos runs alone, with its own "
+        "options (python -m loadtest --scenario chaos --help)",
     )
     p.add_argument("--processes", type=int, default=d.processes, help="load-generator processes")
     p.add_argument("--codec", choices=["edn", "json"], default=d.codec)
@@ -86,6 +88,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def scenarios_of(argv: list[str]) -> list[str]:
+    """The --scenario values of a command line, whatever the other options."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--scenario", action="append", default=[])
+    return list(pre.parse_known_args(argv)[0].scenario)
+
+
 def config_from(options: argparse.Namespace) -> StressConfig:
     """The StressConfig of parsed command-line options."""
     chosen = options.scenario or ["all"]
@@ -105,6 +114,14 @@ def config_from(options: argparse.Namespace) -> StressConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = scenarios_of(argv)
+    if "chaos" in chosen:  # its own options and its own servers
+        from loadtest import chaos
+
+        if any(s != "chaos" for s in chosen):
+            parser().error("the chaos scenario runs alone")
+        return chaos.main(argv)
     p = parser()
     options = p.parse_args(argv)
     try:

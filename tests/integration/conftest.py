@@ -9,7 +9,10 @@ import pytest
 
 from devtools.serve import SERVERS
 
-ONE_SERVER = {"test_install.py"}  # follows README's install steps literally (daphne)
+ONE_SERVER = {
+    "test_install.py",  # follows README's install steps literally (daphne)
+    "test_chaos.py",  # starts servers of its own (the production server), once
+}
 
 
 def pytest_generate_tests(metafunc: Any) -> None:
