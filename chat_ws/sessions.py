@@ -3,8 +3,9 @@
 Rows are not written on the handshake path: opening and closing a connection queue an
 operation, and a writer task per event loop applies the queue in order, one transaction per
 batch, on the database thread. ``flush()`` waits until everything queued so far is written.
-Operations still queued when a process dies are lost; the sweep's write-back and
-``chat_ws_sweep --force-all`` close what is left open.
+Operations still queued when a process dies are lost; the sweep closes rows left open whose
+connection no presence record names any more (``lost``), and ``chat_ws_sweep --force-all``
+closes everything.
 """
 
 from __future__ import annotations
@@ -195,3 +196,24 @@ def count_open(client_id_prefix: str = "") -> int:
     if client_id_prefix:
         rows = rows.filter(client_id__startswith=client_id_prefix)
     return rows.count()
+
+
+@database_sync_to_async
+def open_rows(limit: int) -> list[tuple[int, str, str]]:
+    """(id, client_id, channel_name) of open rows, those heard from least recently first."""
+    from django.db.models import F
+
+    from chat_ws.models import ClientSession
+
+    rows = ClientSession.objects.filter(closed_at__isnull=True).order_by(F("last_seen_at").asc(nulls_first=True), "id")
+    return list(rows.values_list("id", "client_id", "channel_name")[:limit])
+
+
+@database_sync_to_async
+def close_rows(ids: list[int], reason: str) -> int:
+    """Close the given rows (still open) with reason; how many were closed."""
+    from chat_ws.models import ClientSession
+
+    return ClientSession.objects.filter(id__in=ids, closed_at__isnull=True).update(
+        closed_at=timezone.now(), close_reason=reason[:REASON_MAX]
+    )

@@ -22,7 +22,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from chat_ws import delivery, metrics, presence, promises, protocol
+from chat_ws import delivery, metrics, presence, promises, protocol, sessions
 from chat_ws.conf import get_settings
 from chat_ws.exceptions import StoreUnavailable
 from chat_ws.store import get_store
@@ -43,6 +43,7 @@ INACTIVE = "inactive"  # no answer to alive?
 GRACE_EXPIRED = presence.GRACE_EXPIRED  # did not reconnect within RECONNECT_GRACE
 FORCED = "forced"  # forgotten on request (command, admin)
 UNKNOWN_CLIENT = "unknown-client"  # a question's client has no presence record
+LOST = "lost"  # session row closed by the sweep: its process died before writing the close
 
 
 @dataclass
@@ -58,6 +59,7 @@ class SweepReport:
     expired: int = 0  # questions past their timeout, failed with AnswerTimeout
     orphaned: int = 0  # questions of clients without a presence record, failed with ClientGone
     handed_over: int = 0  # journaled answers nobody consumed, sent to answer_orphaned again
+    sessions_lost: int = 0  # open session rows whose connection no presence record names (process died)
     pruned: int = 0  # index entries whose record had expired
     written: int = 0  # last-seen times written to ClientSession rows
     errors: int = 0  # steps that failed and are retried by the next pass
@@ -141,6 +143,7 @@ async def _pass(store: BaseStore, conf: dict[str, Any], now: float, report: Swee
     if not report.dry_run:
         wait = float(conf["ANSWER_CONSUME_TIMEOUT"])
         report.handed_over = await promises.hand_over_unconsumed(now, wait, batch)
+    await _close_lost_sessions(store, batch, report)
     report.pruned = await store.prune_indexes(remove=not report.dry_run)
 
 
@@ -249,6 +252,27 @@ async def _remove_orphans(store: BaseStore, batch: int, report: SweepReport) -> 
         for question in await store.take_orphaned(client_id):
             await promises.settle(question, promises.GONE, UNKNOWN_CLIENT)
             report.orphaned += 1
+
+
+async def _close_lost_sessions(store: BaseStore, batch: int, report: SweepReport) -> None:
+    """Close session rows whose connection is gone without its close reaching the database (the
+    process that served it died with the close still queued): no presence record names the row's
+    channel. Rows heard from least recently are looked at first, ``batch`` per pass."""
+    try:
+        rows = await sessions.open_rows(batch)
+        records = {r.client_id: r for r in await store.get_connections(list({cid for _, cid, _ in rows}))}
+        lost = [row_id for row_id, cid, channel in rows if cid not in records or records[cid].channel_name != channel]
+        if lost and not report.dry_run:
+            lost_count = await sessions.close_rows(lost, LOST)
+        else:
+            lost_count = len(lost)
+    except StoreUnavailable:
+        raise
+    except Exception:
+        logger.exception("closing lost session rows failed; the next pass retries")
+        report.errors += 1
+        return
+    report.sessions_lost += lost_count
 
 
 async def _write_back(store: BaseStore, batch: int, report: SweepReport) -> None:

@@ -176,6 +176,30 @@ class DemoServer:
             self.term(STOP_TIMEOUT)
 
 
+class Sweeper:
+    """``manage.py chat_ws_sweep --loop``, as production runs it beside the servers (not faulted)."""
+
+    INTERVAL = 1.0  # seconds between passes
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        with open(self.logs / "server-sweeper.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "manage.py", "chat_ws_sweep", "--loop", "--interval", f"{self.INTERVAL:g}"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            _group_signal(self.proc, signal.SIGTERM)
+            if not _wait(self.proc, STOP_TIMEOUT):
+                _group_signal(self.proc, signal.SIGKILL)
+                self.proc.wait()
+
+
 class RunDatabase:
     """A PostgreSQL database made for the run (dropped afterwards), or a SQLite file."""
 
@@ -256,6 +280,7 @@ class ChaosEnv:
         self.log_level = log_level
         kinds = ["uvicorn", "daphne"] if server == "mixed" else [server]
         self.servers = [DemoServer(i, kinds[i % len(kinds)], {}, self.logs) for i in range(servers)]
+        self.sweeper = Sweeper(self.logs)
         self.closed = False
 
     def server_env(self) -> dict[str, str]:
@@ -274,6 +299,11 @@ class ChaosEnv:
                 "ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "PYTHONUNBUFFERED": "1",
                 "LOG_LEVEL": self.log_level,
+                # Faster than production's defaults, so that the settle sees recovery finish: an
+                # answer its asker did not consume is handed over after 3 s, and an asker checks
+                # its question every 3 s.
+                "CHAT_WS_ANSWER_CONSUME_TIMEOUT": "3",
+                "CHAT_WS_QUESTION_CHECK_INTERVAL": "3",
             }
         )
         return env
@@ -292,8 +322,10 @@ class ChaosEnv:
         for server in self.servers:
             server.env = env
             server.start()
+        self.sweeper.start(env)
 
     def stop_servers(self) -> None:
+        self.sweeper.stop()
         for server in self.servers:
             try:
                 server.stop()

@@ -65,7 +65,9 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.config(
         default="sqlite:///" + os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
-        conn_max_age=60,
+        # 0: under ASGI each sync hop may run on a new thread, and a connection kept per thread
+        # outlives its use (a PostgreSQL server ran out of connections); SQLite is set below.
+        conn_max_age=0,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -259,3 +259,37 @@ def test_works_on_uvloop(prefix: str, oracle: Any) -> None:
 
     assert uvloop.run(scenario()) == [b"OK"] * 20 + [[b"k", b"v"]]
     assert oracle.get(f"{prefix}u19") == b"19"
+
+
+async def test_a_redis_that_cannot_serve_now_is_unavailable_not_an_error(own_redis: OwnRedis) -> None:
+    """BUSY (a long script; LOADING after a restart is the same case): StoreUnavailable, so that
+    callers treat it as the outage it is, not as a bug to log with a traceback."""
+    admin: Any = redis.Redis.from_url(own_redis.url)
+    admin.config_set("busy-reply-threshold", 50)
+    spinner = asyncio.create_task(asyncio.to_thread(_spin, own_redis.url))
+    connection = RespConnection(own_redis.url)
+    try:
+        for _ in range(200):  # each PING is answered at once; the script turns BUSY after 50 ms
+            try:
+                await connection.call("PING")
+            except StoreUnavailable as exc:
+                assert "BUSY" in str(exc) and isinstance(exc.__cause__, ReplyError)
+                break
+        else:
+            pytest.fail("Redis never answered BUSY")
+        admin.script_kill()
+        await asyncio.wait_for(spinner, 10)
+        assert await connection.call("PING") == b"PONG"
+    finally:
+        await connection.close()
+        admin.close()
+
+
+def _spin(url: str) -> None:
+    client: Any = redis.Redis.from_url(url)
+    try:
+        client.eval("while true do end", 0)
+    except redis.ResponseError:
+        pass  # killed by SCRIPT KILL
+    finally:
+        client.close()

@@ -417,3 +417,25 @@ async def test_a_client_that_pings_after_a_check_is_kept(store: Any) -> None:
     assert (report.inactive, report.awaiting, report.alive_sent) == (0, 0, 0)
     assert await store.connection(client.client_id) is not None
     await client.disconnect()
+
+
+async def test_session_rows_whose_process_died_are_closed_as_lost(store: Any) -> None:
+    """A process killed with a close still queued leaves its row open; the sweep closes it once no
+    presence record names its connection, and leaves live connections' rows alone."""
+    live = await Comm().connect()
+    await sessions.flush()
+    dead = await database_sync_to_async(ClientSession.objects.create)(
+        client_id="killed-with-its-process", channel_name="specific.gone!x", server_id="a-dead-process"
+    )
+    replaced = await database_sync_to_async(ClientSession.objects.create)(
+        client_id=live.client_id, channel_name="specific.older!y", server_id="a-dead-process"
+    )
+    report = await sweeping.sweep()
+    assert report.sessions_lost == 2
+    rows = {r.id: r for r in await database_sync_to_async(list)(ClientSession.objects.all())}
+    assert rows[dead.id].closed_at is not None and rows[dead.id].close_reason == "lost"
+    assert rows[replaced.id].close_reason == "lost"
+    [current] = [r for r in rows.values() if r.client_id == live.client_id and r.id != replaced.id]
+    assert current.closed_at is None, "a live connection's row was closed"
+    assert (await sweeping.sweep()).sessions_lost == 0
+    await live.disconnect()

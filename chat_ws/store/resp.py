@@ -45,6 +45,18 @@ class ReplyError(Exception):
     """Redis answered a command with an error (a script error, a wrong type): not a network fault."""
 
 
+# Error replies that say Redis cannot serve now, not that the command is wrong: a restarted
+# server still reading its AOF or RDB, or one busy with a long script. They reach callers as
+# StoreUnavailable, the one error every caller already treats as "try again later".
+UNAVAILABLE_REPLIES = ("LOADING", "BUSY ", "MASTERDOWN")
+
+
+def _unavailable(reply: ReplyError) -> StoreUnavailable:
+    error = StoreUnavailable(f"Redis cannot serve now: {reply}")
+    error.__cause__ = reply
+    return error
+
+
 class Script:
     """A Lua script known by its SHA1, loaded into Redis on first use or after a restart."""
 
@@ -199,7 +211,7 @@ class _Protocol(asyncio.Protocol):
             if future.done():  # its caller gave up (deadline or cancellation): drop it in order
                 continue
             if isinstance(reply, ReplyError):
-                future.set_exception(reply)
+                future.set_exception(_unavailable(reply) if str(reply).startswith(UNAVAILABLE_REPLIES) else reply)
             else:
                 future.set_result(reply)
         self.owner._room_freed()
