@@ -137,6 +137,8 @@ async def _invoke(found: Handler, ctx: Context, message: Message) -> None:
 async def _safe_reply(ctx: Context, message: Message) -> None:
     try:
         await ctx.reply(message)
+    except StoreUnavailable as exc:  # an outage, not a bug: no traceback
+        logger.warning("could not send an error reply to %s: %s", ctx.client_id, exc)
     except Exception:
         logger.warning("could not send an error reply to %s", ctx.client_id, exc_info=True)
 
