@@ -43,6 +43,11 @@ def _reset(client_id: str, conversation: str) -> None:
 
 
 @database_sync_to_async
+def _create(client_id: str, conversation: str) -> None:
+    Interview.objects.get_or_create(client_id=client_id, conversation=conversation)
+
+
+@database_sync_to_async
 def _row(client_id: str, conversation: str) -> Interview | None:
     return Interview.objects.filter(client_id=client_id, conversation=conversation).first()
 
@@ -180,7 +185,7 @@ async def resume(client_id: str, conversation: str) -> None:
             return
     if not await api.pending(client_id, conversation):
         if row is None:
-            await _reset(client_id, conversation)
+            await _create(client_id, conversation)  # never _reset: another run may have made it by now
             await api.send(client_id, {"dispatch-key": "iviewr-says", "text": INTRO})
         else:
             await api.send(client_id, {"dispatch-key": "iviewr-says", "text": RESUMED if row.answers else RESTARTED})
