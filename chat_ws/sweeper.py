@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from chat_ws import promises
+from chat_ws import promises, sessions
 from chat_ws.conf import get_settings
 from chat_ws.exceptions import StoreUnavailable
 from chat_ws.store import get_store
@@ -74,7 +74,8 @@ async def run(
 
 
 def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine in a fresh event loop, then close the store's connections of that loop.
+    """Run a coroutine in a fresh event loop, then write the session rows it queued and close the
+    store's connections of that loop.
 
     For management commands and Celery workers; not for code already inside an event loop.
     """
@@ -83,6 +84,9 @@ def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
         try:
             return await factory()
         finally:
-            await get_store().close()
+            try:
+                await sessions.flush()  # session closes the pass queued (forgotten clients) are written
+            finally:
+                await get_store().close()
 
     return asyncio.run(main())
