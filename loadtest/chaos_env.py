@@ -304,6 +304,9 @@ class ChaosEnv:
                 # its question every 3 s.
                 "CHAT_WS_ANSWER_CONSUME_TIMEOUT": "3",
                 "CHAT_WS_QUESTION_CHECK_INTERVAL": "3",
+                # A pass cut short by the Redis restart cannot release its lock; it lapses in 5 s
+                # here instead of 60, so the settle sees the sweep again.
+                "CHAT_WS_SWEEP_LOCK_TTL": "5",
             }
         )
         return env

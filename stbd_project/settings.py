@@ -109,6 +109,7 @@ CHAT_WS = {
     "HEALTH_TOKEN": os.environ.get("CHAT_WS_HEALTH_TOKEN") or None,
     "QUESTION_CHECK_INTERVAL": float(os.environ.get("CHAT_WS_QUESTION_CHECK_INTERVAL", "30")),
     "ANSWER_CONSUME_TIMEOUT": float(os.environ.get("CHAT_WS_ANSWER_CONSUME_TIMEOUT", "30")),
+    "SWEEP_LOCK_TTL": float(os.environ.get("CHAT_WS_SWEEP_LOCK_TTL", "60")),
     # The original client reads these demo fields as keywords (:conversation-id :process).
     "EDN_KEYWORD_FIELDS": ["msg-type", "conversation-id", "conversation"],
 }
