@@ -11,20 +11,51 @@ closes everything.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from channels.db import database_sync_to_async
-from django.db import connections, router, transaction
+from django.db import OperationalError, connections, router, transaction
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
 REASON_MAX = 64  # characters of a close reason kept
 BATCH_MAX = 500  # operations written in one transaction at most
+CONFLICT_TRIES = 4  # times a write is tried when the database aborts it for a conflict
+# SQLSTATEs of a transaction aborted for a conflict with another, which succeeds when tried again:
+# PostgreSQL's deadlock_detected (a server's batch and the sweep's UPDATE lock rows in different
+# orders) and serialization_failure.
+CONFLICTS = frozenset({"40P01", "40001"})
+
+_T = TypeVar("_T")
+
+
+def _conflict(exc: BaseException) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) in CONFLICTS
+
+
+def retry_conflicts(write: Callable[..., _T]) -> Callable[..., _T]:
+    """Run a write (a transaction of its own) again when the database aborted it for a conflict
+    with another transaction, up to CONFLICT_TRIES times; other errors pass at once. The one
+    copy of this rule: every writer of session rows goes through it."""
+
+    @functools.wraps(write)
+    def tried(*args: Any, **kwargs: Any) -> _T:
+        for attempt in range(1, CONFLICT_TRIES + 1):
+            try:
+                return write(*args, **kwargs)
+            except OperationalError as exc:
+                if attempt == CONFLICT_TRIES or not _conflict(exc):
+                    raise
+                logger.info("session rows: %s (try %d of %d); writing again", exc, attempt, CONFLICT_TRIES)
+        raise AssertionError("unreachable")
+
+    return tried
 
 
 @dataclass
@@ -47,6 +78,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
     return ""
 
 
+@retry_conflicts
 def _write(batch: list[_Open | _Close]) -> None:
     """Apply a batch in order: each run of opens as one bulk insert, each run of closes by the same
     column as one prepared UPDATE executed for every row (the ORM would compile one per row)."""
@@ -210,6 +242,7 @@ def open_rows(limit: int) -> list[tuple[int, str, str]]:
 
 
 @database_sync_to_async
+@retry_conflicts
 def close_rows(ids: list[int], reason: str) -> int:
     """Close the given rows (still open) with reason; how many were closed."""
     from chat_ws.models import ClientSession

@@ -293,6 +293,7 @@ async def _write_back(store: BaseStore, batch: int, report: SweepReport) -> None
 
 
 @database_sync_to_async
+@sessions.retry_conflicts
 def _update_last_seen(records: list[Connection], *, dry_run: bool = False) -> int:
     """One UPDATE per batch: each connection's row gets its record's newer last-seen time.
 

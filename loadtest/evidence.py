@@ -57,9 +57,8 @@ def _leak_report(server: DemoServer, prefix: str, token: str) -> dict[str, int]:
 
 def leak_reports(env: ChaosEnv, prefix: str, settle: float) -> tuple[dict[str, dict[str, int]], list[str]]:
     """Every server's /demo/leaks for the run's prefix, once the store-wide counts reached 0 or
-    ``settle`` passed. While waiting only the first server is asked, once a second: the demo
-    keeps a database connection per request for a minute (CONN_MAX_AGE under ASGI), so that
-    fast polling of every server exhausts PostgreSQL's connections."""
+    ``settle`` passed. While waiting only the first server is asked, once a second: the counts
+    are store-wide, and each request costs the servers a database query."""
     deadline = time.monotonic() + settle
     while time.monotonic() < deadline:
         try:

@@ -342,7 +342,7 @@ def check_end(record: InterviewRecord, row: Row | None, script: Sequence[str], l
 
 def classify_key(key: KeyInfo, prefix: str) -> tuple[str, str]:
     """(kind, state) of one Redis key of the run: state is live, expiring (only awaits its TTL),
-    kept (expected to stay: counters, the layer) or other."""
+    kept (expected to stay: counters, the layer), gone (expired after the scan listed it) or other."""
     name = key.key
     if name.startswith(f"{prefix}:layer:"):
         return "layer", "kept"
@@ -353,6 +353,8 @@ def classify_key(key: KeyInfo, prefix: str) -> tuple[str, str]:
     kind = parts[0] if parts else rest
     if kind == "idx" and len(parts) > 1:
         kind = f"idx:{parts[1]}"
+    if key.type == "none":
+        return kind, "gone"
     if kind in ("q", "idx:q", "idx:seen", "idx:closed"):
         return kind, "live" if key.size else "kept"
     if kind == "cq":
@@ -455,12 +457,14 @@ def figures(
     receipts = sum(len(r.asked) for r in interviews)
     answered = sum(len(confirmed_at(r)) for r in interviews)
     recovery: dict[str, list[float]] = {"server": [], "cut": []}
+    reopened: dict[str, list[float]] = {"server": [], "cut": []}
     for r in interviews:
         for d in r.drops:
             if d.reopened is None:
                 continue
             back = d.served if d.mid_interview and d.served is not None else d.reopened
             recovery.setdefault(d.cause, []).append(back - d.t)
+            reopened.setdefault(d.cause, []).append(d.reopened - d.t)
     terms = [seconds for _, _, seconds, _ in faults.terms]
     return {
         "kills": len(faults.kills),
@@ -485,6 +489,8 @@ def figures(
         "drops": sum(len(r.drops) for r in interviews),
         "recovery_after_server_s": series(recovery["server"]),
         "recovery_after_cut_s": series(recovery["cut"]),
+        "reopened_after_server_s": series(reopened["server"]),
+        "reopened_after_cut_s": series(reopened["cut"]),
     }
 
 
@@ -532,5 +538,7 @@ def render(ledger: Ledger) -> str:
             f" ({st['connect_failures']} attempts refused)",
             f"  served again after a server drop  {_seconds(st['recovery_after_server_s'])}",
             f"  served again after a cut          {_seconds(st['recovery_after_cut_s'])}",
+            f"    of which a socket again         {_seconds(st['reopened_after_server_s'])} (server drop)",
+            f"                                    {_seconds(st['reopened_after_cut_s'])} (cut)",
         ]
     return "\n".join(lines)

@@ -114,3 +114,37 @@ async def test_two_runs_of_one_interview_ask_each_question_once(store: Any) -> N
     await asyncio.wait_for(second_run, 5)
     assert await answers_of(client.client_id) == [qid for qid, _ in QUESTIONS]
     await client.disconnect()
+
+
+async def test_a_start_that_arrives_late_does_not_wipe_a_run_resumed_since(store: Any) -> None:
+    """The client sent start-conversation, its socket dropped, and it resumed on another process,
+    whose run saved answers while the start still waited here (for the database): the late start
+    must not reset the interview nor withdraw its question."""
+    from django.utils import timezone
+
+    from stbd_project.interview import interviewer
+
+    client = await Comm().connect()
+    requested = timezone.now()  # the start-conversation arrives...
+    await saved(client.client_id, 2)  # ...then the resumed run elsewhere saves two answers...
+    p_key = await asked_by_a_dead_run(store, client.client_id, 2)  # ...and asks the third
+    await interviewer.restart(client.client_id, CONVERSATION, requested_at=requested)  # the start, late
+    assert await answers_of(client.client_id) == [qid for qid, _ in QUESTIONS[:2]]
+    assert [q.p_key for q in await api.pending(client.client_id, CONVERSATION)] == [p_key]
+    await client.disconnect()
+
+
+async def test_a_start_after_a_finished_interview_starts_it_again(store: Any) -> None:
+    from django.utils import timezone
+
+    from stbd_project.interview import interviewer
+
+    client = await Comm().connect()
+    await saved(client.client_id, 2)
+    await interviewer.restart(client.client_id, CONVERSATION, requested_at=timezone.now())
+    question = await client.recv_until("iviewr-says")
+    while "p-key" not in question:
+        question = await client.recv_until("iviewr-says")
+    assert question["text"] == QUESTIONS[0][1]
+    assert await answers_of(client.client_id) == []
+    await client.disconnect()

@@ -185,6 +185,8 @@ def test_key_kinds() -> None:
     assert classify_key(KeyInfo(f"{PREFIX}:{{3}}:idx:seen", "zset", -1, size=2), PREFIX) == ("idx:seen", "live")
     assert classify_key(KeyInfo(f"{PREFIX}:lock:sweep", "string", 5.0), PREFIX) == ("lock", "expiring")
     assert classify_key(KeyInfo(f"{PREFIX}:stray", "string", -1), PREFIX) == ("stray", "other")
+    # expired between the SCAN that listed it and the TYPE/TTL that looked at it
+    assert classify_key(KeyInfo(f"{PREFIX}:lock:sweep", "none", -2), PREFIX) == ("lock", "gone")
 
 
 def test_a_traceback_in_a_server_log() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.utils import timezone
 
 from chat_ws.api import E_BAD_FIELD, Context, Message, answer_orphaned, error_reply, handler
 from stbd_project.interview import interviewer
@@ -27,6 +28,7 @@ def _conversation(message: Message) -> str:
 @handler("start-conversation")
 async def start_conversation(ctx: Context, message: Message) -> Message | None:
     """Start the scripted interview (or the load-test conversation)."""
+    requested_at = timezone.now()  # before any wait: a start older than a resume since is stale
     try:
         conversation = _conversation(message)
     except ValueError as exc:
@@ -38,7 +40,7 @@ async def start_conversation(ctx: Context, message: Message) -> Message | None:
         if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= MAX_LOADTEST_QUESTIONS:
             return error_reply(E_BAD_FIELD, f"questions must be 1..{MAX_LOADTEST_QUESTIONS}")
         return await interviewer.loadtest(ctx.client_id, count)
-    await interviewer.restart(ctx.client_id, conversation)
+    await interviewer.restart(ctx.client_id, conversation, requested_at)
     return None
 
 

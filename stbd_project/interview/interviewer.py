@@ -16,10 +16,12 @@ import asyncio
 import logging
 import statistics
 import time
+from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import transaction
+from django.utils import timezone
 
 from chat_ws import api
 from stbd_project.interview.models import Interview
@@ -36,10 +38,24 @@ _running: dict[tuple[str, str], asyncio.Task[None]] = {}
 
 
 @database_sync_to_async
-def _reset(client_id: str, conversation: str) -> None:
-    Interview.objects.update_or_create(
-        client_id=client_id, conversation=conversation, defaults={"answers": [], "finished": False}
-    )
+def _moved_on_since(client_id: str, conversation: str, requested_at: datetime) -> bool:
+    """True when the interview's row was written after ``requested_at``: a run resumed elsewhere
+    since then (the request is stale)."""
+    return Interview.objects.filter(client_id=client_id, conversation=conversation, updated_at__gt=requested_at).exists()
+
+
+@database_sync_to_async
+def _reset(client_id: str, conversation: str, requested_at: datetime) -> bool:
+    """Empty the interview's row unless it was written after ``requested_at``; True when emptied."""
+    with transaction.atomic():
+        row, created = Interview.objects.select_for_update().get_or_create(client_id=client_id, conversation=conversation)
+        if created:
+            return True
+        if row.updated_at > requested_at:
+            return False
+        row.answers, row.finished = [], False
+        row.save(update_fields=["answers", "finished", "updated_at"])
+        return True
 
 
 @database_sync_to_async
@@ -192,9 +208,19 @@ async def resume(client_id: str, conversation: str) -> None:
     start(client_id, conversation)
 
 
-async def restart(client_id: str, conversation: str) -> None:
+async def restart(client_id: str, conversation: str, requested_at: datetime | None = None) -> None:
     """Start the interview from the first question: an older run's questions are cancelled and
-    its journal dropped."""
+    its journal dropped.
+
+    ``requested_at`` is when the client asked for it (the start-conversation's arrival). A request
+    that waited here while a run resumed elsewhere wrote the row (the client's socket dropped after
+    it sent the start, and it resumed on another process) is stale and does nothing: the client's
+    latest word is its resume. The processes' clocks are compared, so keep them in sync.
+    """
+    requested_at = timezone.now() if requested_at is None else requested_at
+    if await _moved_on_since(client_id, conversation, requested_at):
+        logger.info("interview %s/%s: a start that arrived before the run resumed since; ignored", client_id, conversation)
+        return
     old = _running.get((client_id, conversation))
     if old is not None and not old.done():
         old.cancel()
@@ -202,8 +228,10 @@ async def restart(client_id: str, conversation: str) -> None:
     for question in await api.pending(client_id, conversation):
         await api.cancel(question.p_key, "interview restarted")
     await api.end_conversation(client_id, conversation, forget=True)
-    await _reset(client_id, conversation)
-    await api.send(client_id, {"dispatch-key": "iviewr-says", "text": INTRO})
+    if await _reset(client_id, conversation, requested_at):
+        await api.send(client_id, {"dispatch-key": "iviewr-says", "text": INTRO})
+    else:  # a run elsewhere wrote the row meanwhile: go on from it (its question was withdrawn)
+        logger.info("interview %s/%s: a run wrote the row while it restarted; going on from it", client_id, conversation)
     start(client_id, conversation)
 
 
