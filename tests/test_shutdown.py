@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from chat_ws import api, delivery, presence, shutdown
+from chat_ws.consumers import ChatConsumer
 from chat_ws.exceptions import WS_1012_SERVICE_RESTART
 from chat_ws.runtime import runtime
 from tests.comm import Comm
@@ -99,11 +100,19 @@ async def test_a_socket_in_its_handshake_at_shutdown_is_accepted_then_closed_wit
         await gate.wait()
 
     monkeypatch.setattr(presence, "connected", slow_connect)
+    listed = asyncio.Event()
+    restart = ChatConsumer.restart
+
+    async def listed_restart(self: ChatConsumer) -> None:
+        listed.set()
+        await restart(self)
+
+    monkeypatch.setattr(ChatConsumer, "restart", listed_restart)
     client = Comm()
     connecting = asyncio.create_task(client.comm.connect(timeout=WAIT))
     await asyncio.wait_for(registered.wait(), WAIT)
     stopping = asyncio.create_task(shutdown.shutdown())
-    await asyncio.sleep(0)  # one turn: the shutdown lists the sockets, this one among them
+    await asyncio.wait_for(listed.wait(), WAIT)  # the shutdown listed the sockets, this one among them
     assert runtime().stopping
     gate.set()
     assert (await connecting)[0]  # accepted (a refusal would tell the browser nothing)...
