@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from chat_ws import delivery, dispatch, presence, promises, sweeper
 from chat_ws import sweep as sweeping
 from chat_ws.conf import get_settings
+from chat_ws.runtime import runtime
 from chat_ws.store import get_store
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class HealthReport:
     store_degraded: bool = False  # some of the store's servers (cluster masters) do not answer
     store_nodes: list[dict[str, Any]] | None = None  # per Redis server (cluster master): node, keys, commands, error
     layer_hosts: int | None = None  # Redis servers the channel layer shards over (all answered)
+    stopping: bool = False  # this process got SIGTERM and refuses new sockets (graceful shutdown)
     problems: list[str] = field(default_factory=list)
     checked_at: float = 0.0  # unix seconds
 
@@ -148,8 +150,14 @@ async def health(*, now: float | None = None, counts: bool = True) -> HealthRepo
     report.sweep_overdue = report.last_sweep_age is None or report.last_sweep_age > overdue_after
     if report.sweep_overdue and conf["HEALTH_REQUIRE_SWEEP"]:
         problems.append(f"no sweep within {overdue_after:g}s")
-    report.healthy = report.store and report.channel_layer and not (
-        report.sweep_overdue and conf["HEALTH_REQUIRE_SWEEP"]
+    report.stopping = runtime().stopping
+    if report.stopping:
+        problems.append("this process is stopping (graceful shutdown)")
+    report.healthy = (
+        report.store
+        and report.channel_layer
+        and not report.stopping
+        and not (report.sweep_overdue and conf["HEALTH_REQUIRE_SWEEP"])
     )
     if not report.healthy:
         logger.warning("chat_ws unhealthy: %s", "; ".join(problems))

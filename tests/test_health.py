@@ -203,3 +203,22 @@ async def test_a_probe_without_counts_still_judges(store: Any) -> None:
     assert report.healthy and report.store and report.channel_layer
     assert report.active_clients is None and report.pending_questions is None
     await client.disconnect()
+
+
+def test_a_stopping_process_is_unhealthy(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After SIGTERM a process refuses new sockets: a load balancer should stop sending them."""
+    from chat_ws.runtime import runtime
+
+    monkeypatch.setattr(runtime(), "stopping", True)
+    response = client.get(HEALTH)
+    assert response.status_code == 503
+    assert response.json() == {"healthy": False, "store": True, "channel_layer": True}
+
+
+async def test_the_report_says_the_process_is_stopping(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chat_ws.runtime import runtime
+
+    monkeypatch.setattr(runtime(), "stopping", True)
+    report = await health()
+    assert report.stopping and not report.healthy
+    assert "this process is stopping (graceful shutdown)" in report.problems
