@@ -32,6 +32,7 @@ async def cycles(url: str, cluster: bool, clients: int, per_client: int, step: b
     import asyncio
     import inspect
 
+    from chat_ws.codec import JSON
     from chat_ws.conf import DEFAULTS
     from chat_ws.store.redis import RedisStore
     from chat_ws.types import Question
@@ -70,9 +71,10 @@ async def cycles(url: str, cluster: bool, clients: int, per_client: int, step: b
                 question.step = f"s{i}"
             await store.ask_question(question, max_pending=100)
             await store.touch(client_id, now)
+            answer = {"dispatch-key": "domain-expert-says", "msg-text": "About 40.", "promise-keys": [p_key]}
+            answer_json = JSON.encode(answer)  # both revisions encode it once per answer, for the notice
             if with_answer:
-                answer = {"dispatch-key": "domain-expert-says", "msg-text": "About 40.", "promise-keys": [p_key]}
-                await store.resolve(client_id, [p_key], answer, now)
+                await store.resolve(client_id, [p_key], answer, now, answer_json=answer_json)
             else:
                 await store.resolve(client_id, [p_key])
 
