@@ -212,6 +212,7 @@ async def ask(
         server_id=server_id(),
         extra=dict(meta or {}),
         step=step,
+        asker=next(runtime().askers),
     )
     waiters = runtime().waiters
     waiter = waiters[p_key] = Waiter(asyncio.get_running_loop())
@@ -281,7 +282,7 @@ async def _take_over(pending_question: Question) -> tuple[Question, Waiter | Non
     superseded. Returns the question and this asker's waiter, or no waiter when the question was
     settled meanwhile (the caller looks at the journal again)."""
     waiters = runtime().waiters
-    mine = dataclasses.replace(pending_question, server_id=server_id())
+    mine = dataclasses.replace(pending_question, server_id=server_id(), asker=next(runtime().askers))
     previous = waiters.get(mine.p_key)
     waiter = waiters[mine.p_key] = Waiter(asyncio.get_running_loop())
     try:
@@ -376,14 +377,14 @@ async def _await_settlement(waiter: Waiter, question: Question, wait: float, set
                 return await waiter.wait(settle_wait) or (
                     LOST, "the question vanished from the store (was Redis restarted or flushed?)"
                 )
-            if isinstance(found, Question) and found.server_id != question.server_id:
+            if isinstance(found, Question) and not found.held_by(question):
                 return SUPERSEDED, "another asker took the question over"
-    if question.step is not None and await _taken_over(question):
-        return SUPERSEDED, "another asker took the question over"
-    if await get_store().take(question.p_key, question.client_id) is not None:
+    if await _withdraw(question) is not None:
         reason = f"no answer within {wait:g}s"
         await tell_cleared(question, TIMEOUT, reason)
         return TIMEOUT, reason
+    if question.step is not None and await _taken_over(question):
+        return SUPERSEDED, "another asker took the question over"
     # Someone settled it at the same moment; its notice is on its way.
     return await waiter.wait(settle_wait) or (LOST, "the question was settled elsewhere but its outcome never arrived")
 
@@ -399,7 +400,15 @@ async def _still_pending(question: Question) -> Question | bool | None:
 async def _taken_over(question: Question) -> bool:
     """True when another asker holds the step question now (it times out there, not here)."""
     found = await _still_pending(question)
-    return isinstance(found, Question) and found.server_id != question.server_id
+    return isinstance(found, Question) and not found.held_by(question)
+
+
+async def _withdraw(question: Question) -> Question | None:
+    """Remove an asker's own question from the store: a step question only while this asker
+    holds it, in one step (another asker may take it over at any moment)."""
+    return await get_store().take(
+        question.p_key, question.client_id, asker=question if question.step is not None else None
+    )
 
 
 def clear_message(question: Question, outcome: Outcome | None = None, description: str = "") -> Message:
@@ -432,9 +441,7 @@ async def _abandon(question: Question) -> None:
     if runtime().stopping:  # chat_ws.shutdown: the question stays pending for the reconnect elsewhere
         return
     try:
-        if question.step is not None and await asyncio.shield(_taken_over(question)):
-            return  # another asker waits on it now
-        if await asyncio.shield(get_store().take(question.p_key, question.client_id)) is not None:
+        if await asyncio.shield(_withdraw(question)) is not None:  # not when another asker holds it now
             await asyncio.shield(tell_cleared(question, CANCELLED, "the server withdrew the question"))
     except Exception:
         logger.warning("could not withdraw question %s of a cancelled asker", question.p_key)

@@ -9,6 +9,7 @@ what it holds and starts a fresh one.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
 import socket
@@ -33,6 +34,7 @@ class Runtime:
         # the process is shutting down (chat_ws.shutdown): sockets are refused, and an asker
         # cancelled now leaves its question pending for the client's reconnect elsewhere
         self.stopping: bool = False
+        self.askers = itertools.count(1)  # numbers this process's ask() calls (Question.asker)
         self.shutdown_hooked: bool = False  # the consumer tried to install the SIGTERM step (shutdown)
 
     def close(self) -> None:

@@ -47,6 +47,11 @@ class Question:
     seq: int = 0  # order of asking within the store; most recent is highest
     extra: dict[str, Any] = field(default_factory=dict)
     step: str | None = None  # its name within the conversation: its answer is journaled
+    asker: int = 0  # which ask() of process server_id waits on it (a takeover names a new one)
+
+    def held_by(self, other: "Question") -> bool:
+        """True when other's asker (process and ask()) is the one this record names."""
+        return self.server_id == other.server_id and self.asker == other.asker
 
     @property
     def journal_field(self) -> str | None:

@@ -240,3 +240,42 @@ async def test_step_and_conversation_names_are_checked(store: Any, bad: Any) -> 
         await api.ask("someone", {"dispatch-key": "iviewr-says", "text": "?"}, step=bad)
     with pytest.raises(ValueError):
         await api.ask("someone", {"dispatch-key": "iviewr-says", "text": "?"}, conversation=bad)
+
+
+async def test_a_question_is_taken_only_from_the_asker_that_holds_it(store: Any) -> None:
+    """take(..., asker=question) removes a question only while that asker holds it: once another
+    asker took it over, the former one's withdrawal (a timeout, a cancellation) changes nothing."""
+    client = await Comm().connect()
+    now = time.time()
+    p_key = new_p_key(client.client_id)
+    message = {"dispatch-key": "iviewr-says", "text": "Orders?", "p-key": p_key}
+    first = Question(p_key, client.client_id, "iv", message, now, now + 60, server_id="proc-a", step="orders", asker=1)
+    assert (await store.ask_question(first, max_pending=10))[0] == "open"
+    second = Question(p_key, client.client_id, "iv", message, now, now + 60, server_id="proc-a", step="orders", asker=2)
+    assert await store.take_over(second)
+    assert await store.take(p_key, client.client_id, asker=first) is None
+    [pending] = await store.pending(client.client_id)
+    assert (pending.server_id, pending.asker) == ("proc-a", 2)
+    taken = await store.take(p_key, client.client_id, asker=second)
+    assert taken is not None and taken.asker == 2
+    assert await store.pending(client.client_id) == []
+    await client.disconnect()
+
+
+async def test_a_late_withdrawal_by_a_superseded_asker_leaves_the_question(store: Any) -> None:
+    """Two askers of one step in one process: the first, superseded, is cancelled only after the
+    second took its question over; the question stays for the second."""
+    from chat_ws import promises
+
+    client = await Comm().connect()
+    first = ask(client.client_id, "Which step limits you?", conversation="iv", step="bottleneck")
+    question = await client.recv()
+    [held] = await store.pending(client.client_id)  # the first asker's record
+    second = ask(client.client_id, "Which step limits you?", conversation="iv", step="bottleneck")
+    with pytest.raises(QuestionSuperseded):
+        await asyncio.wait_for(first, WAIT)
+    await promises._abandon(held)  # the first asker's cancellation, arriving late
+    assert await client.comm.receive_nothing(QUIET), "the client was told the question was withdrawn"
+    await client.answer("Painting.", {str(question["p-key"])})
+    assert (await asyncio.wait_for(second, WAIT)).text == "Painting."
+    await client.disconnect()

@@ -96,8 +96,12 @@ class BaseStore(ABC):
         another wait, and by one caller."""
 
     @abstractmethod
-    async def take(self, p_key: str, client_id: str | None = None) -> Question | None:
-        """Remove and return one question (of client_id, when given), or None when it is gone."""
+    async def take(
+        self, p_key: str, client_id: str | None = None, *, asker: Question | None = None
+    ) -> Question | None:
+        """Remove and return one question (of client_id, when given), or None when it is gone.
+        With ``asker``, only while the record names that asker (``Question.held_by``): an asker
+        that was taken over does not withdraw the question its successor waits on."""
 
     @abstractmethod
     async def take_client(self, client_id: str, *, only_fail_fast: bool = False) -> list[Question]:
@@ -311,6 +315,7 @@ def question_to_json(question: Question) -> str:
             "server_id": question.server_id,
             "extra": question.extra,
             "step": question.step,
+            "asker": question.asker,
         }
     )
 

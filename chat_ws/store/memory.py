@@ -134,9 +134,13 @@ class MemoryStore(BaseStore):
             out.append(copy.deepcopy(entry))
         return out
 
-    async def take(self, p_key: str, client_id: str | None = None) -> Question | None:
+    async def take(
+        self, p_key: str, client_id: str | None = None, *, asker: Question | None = None
+    ) -> Question | None:
         question = self._questions.get(p_key)
         if question is None or (client_id is not None and question.client_id != client_id):
+            return None
+        if asker is not None and not question.held_by(asker):
             return None
         return self._remove(p_key)
 

@@ -281,7 +281,9 @@ class RedisStore(BaseStore):
                 )
         return [entry_from_json(e) for e in await _each(claims) if e]
 
-    async def take(self, p_key: str, client_id: str | None = None) -> Question | None:
+    async def take(
+        self, p_key: str, client_id: str | None = None, *, asker: Question | None = None
+    ) -> Question | None:
         if client_id is not None:
             b, owner = self.bucket(client_id), client_id
         else:
@@ -295,7 +297,8 @@ class RedisStore(BaseStore):
             self.bucket_key(b, "cq", owner),
             self.bucket_key(b, "qs"),
         ]
-        rec = await self._run(scripts.TAKE, keys, [p_key, owner])
+        held = [asker.server_id, asker.asker] if asker is not None else ["", 0]
+        rec = await self._run(scripts.TAKE, keys, [p_key, owner, *held])
         return question_from_json(rec) if rec else None
 
     async def _locate(self, p_key: str) -> tuple[int, Question] | None:

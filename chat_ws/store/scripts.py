@@ -180,8 +180,9 @@ return false
 """
 )
 
-# KEYS: q, idx:q, cq, qs   ARGV: p_key, client_id ('' when not known)
-# Removes the question only if it belongs to client_id (when given).
+# KEYS: q, idx:q, cq, qs   ARGV: p_key, client_id ('' when not known), server_id, asker
+# Removes the question only if it belongs to client_id (when given) and, when server_id is not
+# '', only while the record names that asker (server_id and asker; a takeover names another).
 TAKE = (
     _TAKE
     + """
@@ -190,7 +191,13 @@ if not rec then
   redis.call('ZREM', KEYS[2], ARGV[1])
   return false
 end
-if ARGV[2] ~= '' and cjson.decode(rec)['client_id'] ~= ARGV[2] then return false end
+if ARGV[2] ~= '' or ARGV[3] ~= '' then
+  local r = cjson.decode(rec)
+  if ARGV[2] ~= '' and r['client_id'] ~= ARGV[2] then return false end
+  if ARGV[3] ~= '' and (r['server_id'] ~= ARGV[3] or (tonumber(r['asker']) or 0) ~= tonumber(ARGV[4])) then
+    return false
+  end
+end
 return take(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
 """
 )
