@@ -1,6 +1,6 @@
 """Process utilities shared by the tests, the benchmarks and the load test.
 
-Free ports, waiting for a listener, stopping a child, a process's resident memory and the
+Free ports, waiting for a listener (or for a Redis to answer), stopping a child, a process's resident memory and the
 open-files limit. Linux only where /proc is read.
 """
 
@@ -50,6 +50,31 @@ def wait_for_port(
             return
         time.sleep(PORT_POLL)  # polling a port: the event is the listen() we cannot subscribe to
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+def wait_for_redis(
+    port: int, proc: subprocess.Popen[Any] | None = None, timeout: float = 30.0, *, host: str = LOCALHOST, log: Any = None
+) -> None:
+    """Block until a redis-server answers PING: it listens and has loaded its data (no LOADING).
+    Raise if the process died (naming ``log``, when given) or time ran out."""
+    import redis
+
+    client = redis.Redis(host=host, port=port, socket_timeout=2, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError):
+                if proc is not None and proc.poll() is not None:
+                    where = f"; see {log}" if log else ""
+                    raise RuntimeError(f"redis-server exited with {proc.returncode}{where}") from None
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(PORT_POLL)  # polling a starting server: there is no event to wait on
+    finally:
+        client.close()
 
 
 def stop(

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devtools.processes import LOCALHOST, free_port, wait_for_port
+from devtools.processes import LOCALHOST, free_port, wait_for_port, wait_for_redis
 from devtools.serve import server_command
 from loadtest.ledger import Row
 
@@ -33,7 +33,6 @@ POSTGRES_ADMIN = "postgres://postgres@127.0.0.1:5432"  # trust auth on the local
 START_TIMEOUT = 60.0  # seconds a demo server may take to listen (a loaded 2-core machine)
 REDIS_TIMEOUT = 20.0  # seconds Redis may take to exit, or to answer PING after a start
 STOP_TIMEOUT = 15.0  # seconds a server may take to exit at the end of the run before SIGKILL
-POLL = 0.05  # seconds between PINGs to a Redis that is starting
 # Variables of the caller that would point the servers elsewhere.
 FOREIGN = ("REDIS_URL", "REDIS_CLUSTER", "CHANNEL_LAYER_URLS", "DATABASE_URL", "SQLITE_PATH")
 
@@ -76,27 +75,7 @@ class PrivateRedis:
              "--logfile", str(self.log)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        self._wait_ping(REDIS_TIMEOUT)
-
-    def _wait_ping(self, timeout: float) -> None:
-        import redis
-
-        client = redis.Redis(host=LOCALHOST, port=self.port, socket_timeout=2, socket_connect_timeout=1)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError):
-                    assert self.proc is not None
-                    if self.proc.poll() is not None:
-                        raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see {self.log}")
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(POLL)  # polling a starting server: there is no event to wait on
-        finally:
-            client.close()
+        wait_for_redis(self.port, self.proc, REDIS_TIMEOUT, log=self.log)
 
     def stop(self) -> None:
         """SIGTERM (Redis fsyncs its AOF and exits), SIGKILL after REDIS_TIMEOUT."""

@@ -6,14 +6,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import pytest
 
-from devtools.processes import free_port, wait_for_port
+from devtools.processes import free_port, wait_for_port, wait_for_redis
 
 
 def test_redis_url() -> str:
@@ -82,24 +81,7 @@ class OwnRedis:
         )
         wait_for_port(self.port, self.proc, 10)
         if self.aof:
-            self._wait_loaded(10)
-
-    def _wait_loaded(self, timeout: float) -> None:
-        """Ask PING, one round trip after another, until Redis stops answering LOADING."""
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.exceptions.BusyLoadingError:
-                    if time.monotonic() > deadline:
-                        raise
-        finally:
-            client.close()
+            wait_for_redis(self.port, self.proc, 10)  # and its data loaded
 
     def restart(self) -> None:
         """A graceful restart: SIGTERM, then a new server on the same port and directory."""
