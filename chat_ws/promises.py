@@ -285,11 +285,9 @@ async def _take_over(pending_question: Question) -> tuple[Question, Waiter | Non
     mine = dataclasses.replace(pending_question, server_id=server_id(), asker=next(runtime().askers))
     previous = waiters.get(mine.p_key)
     waiter = waiters[mine.p_key] = Waiter(asyncio.get_running_loop())
+    taken = False
     try:
         taken = await get_store().take_over(mine)
-    except BaseException:
-        taken = False
-        raise
     finally:
         if not taken:
             _unwait(mine.p_key, waiter)
@@ -343,10 +341,13 @@ async def orphaned(entry: JournalEntry | str) -> None:
     """Send answer_orphaned for a journaled answer (an entry, or its JSON from another process)."""
     if isinstance(entry, str):
         entry = entry_from_json(entry)
+    await _send_orphaned(entry.question, entry.answer)
+
+
+async def _send_orphaned(question: Question, answer: Message) -> None:
+    """answer_orphaned for an answer whose asker is gone, counted as orphaned."""
     metrics.QUESTIONS.labels("orphaned").inc()
-    await signals.answer_orphaned.asend(
-        sender=Answer, question=entry.question, answer=_answer(entry.question, entry.answer)
-    )
+    await signals.answer_orphaned.asend(sender=Answer, question=question, answer=_answer(question, answer))
 
 
 async def _recovered() -> int:
@@ -482,10 +483,7 @@ async def answer(client_id: str, message: Message) -> Question | None:
         return None
     logger.debug("answer from %s resolves %s", client_id, question.p_key)
     if not await settle(question, ANSWERED, message, payload_json=wire):
-        metrics.QUESTIONS.labels("orphaned").inc()
-        await signals.answer_orphaned.asend(
-            sender=Answer, question=question, answer=_answer(question, message)
-        )
+        await _send_orphaned(question, message)
     return question
 
 

@@ -49,7 +49,7 @@ class Question:
     step: str | None = None  # its name within the conversation: its answer is journaled
     asker: int = 0  # which ask() of process server_id waits on it (a takeover names a new one)
 
-    def held_by(self, other: "Question") -> bool:
+    def held_by(self, other: Question) -> bool:
         """True when other's asker (process and ask()) is the one this record names."""
         return self.server_id == other.server_id and self.asker == other.asker
 
