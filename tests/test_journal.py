@@ -39,6 +39,18 @@ async def answered(client: Comm, text: str) -> str:
     return p_key
 
 
+async def step_s1_answered(settings: Any) -> tuple[Any, Comm]:
+    """With ANSWER_CONSUME_TIMEOUT 10 s: a client whose step s1 of conversation iv is answered
+    ("a1") and returned to its asker. The store of those settings, and the client."""
+    chat_ws_settings(settings, ANSWER_CONSUME_TIMEOUT=10)
+    store = get_store()
+    client = await Comm().connect()
+    first = ask(client.client_id, "q1", conversation="iv", step="s1")
+    await answered(client, "a1")
+    await asyncio.wait_for(first, WAIT)
+    return store, client
+
+
 async def test_a_step_answer_is_journaled_and_replayed_without_asking(store: Any) -> None:
     client = await Comm().connect()
     first = ask(client.client_id, "What do you make?", conversation="iv", step="products")
@@ -165,12 +177,7 @@ async def test_unconsumed_answers_are_handed_over_until_the_next_step_consumes_t
 
 
 async def test_a_step_asked_in_another_conversation_consumes_nothing(store: Any, settings: Any) -> None:
-    chat_ws_settings(settings, ANSWER_CONSUME_TIMEOUT=10)
-    store = get_store()  # the store of the changed settings
-    client = await Comm().connect()
-    first = ask(client.client_id, "q1", conversation="iv", step="s1")
-    await answered(client, "a1")
-    await asyncio.wait_for(first, WAIT)
+    store, client = await step_s1_answered(settings)
     other = ask(client.client_id, "elsewhere", conversation="other", step="s1")
     await client.recv()
     [entry] = await store.unconsumed_answers(time.time() + 20, time.time() + 20)
@@ -180,12 +187,7 @@ async def test_a_step_asked_in_another_conversation_consumes_nothing(store: Any,
 
 
 async def test_end_conversation_consumes_and_forget_drops_the_journal(store: Any, settings: Any) -> None:
-    chat_ws_settings(settings, ANSWER_CONSUME_TIMEOUT=10)
-    store = get_store()  # the store of the changed settings
-    client = await Comm().connect()
-    first = ask(client.client_id, "q1", conversation="iv", step="s1")
-    await answered(client, "a1")
-    await asyncio.wait_for(first, WAIT)
+    store, client = await step_s1_answered(settings)
     await api.end_conversation(client.client_id, "iv")
     assert await store.unconsumed_answers(time.time() + 100, time.time() + 100) == []
     assert list(await store.journal(client.client_id)) == ["iv\x1fs1"]
@@ -198,12 +200,7 @@ async def test_end_conversation_consumes_and_forget_drops_the_journal(store: Any
 
 
 async def test_forget_drops_the_journal_and_its_hand_over(store: Any, settings: Any) -> None:
-    chat_ws_settings(settings, ANSWER_CONSUME_TIMEOUT=10)
-    store = get_store()  # the store of the changed settings
-    client = await Comm().connect()
-    first = ask(client.client_id, "q1", conversation="iv", step="s1")
-    await answered(client, "a1")
-    await asyncio.wait_for(first, WAIT)
+    store, client = await step_s1_answered(settings)
     pending = ask(client.client_id, "q2", conversation="iv", step="s2")
     await client.recv()
     await api.forget(client.client_id)
